@@ -1,0 +1,279 @@
+//! Response-cache rules: keys scoped to a principal, `Cache-Control` handling,
+//! and the stored entry format.
+
+use sha2::{Digest, Sha256};
+
+/// Whose responses a cache key can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Only ever served back to this subject.
+    Principal(&'a str),
+    /// Marked `public` by the origin: served to any authenticated caller.
+    Public,
+}
+
+/// Hex SHA-256 over the parts of a request that select a response.
+/// Parts are length-prefixed so no two requests share a digest by concatenation.
+pub fn request_digest(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    for part in [method.as_bytes(), path.as_bytes(), query.unwrap_or("").as_bytes(), body] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The store key for a digest in a scope. Private keys carry a hash of the
+/// subject, so keys of two subjects never coincide and one subject's entries
+/// share a prefix (for purges).
+pub fn scoped_key(scope: Scope<'_>, digest: &str) -> String {
+    match scope {
+        Scope::Principal(subject) => format!("cache:p:{}:{digest}", subject_tag(subject)),
+        Scope::Public => format!("cache:pub:{digest}"),
+    }
+}
+
+/// 128 bits of SHA-256 of the subject: fixed length, no separators to escape.
+pub fn subject_tag(subject: &str) -> String {
+    hex::encode(&Sha256::digest(subject.as_bytes())[..16])
+}
+
+/// The directives Sluice acts on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+}
+
+impl CacheControl {
+    pub fn parse(value: &str) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for directive in value.split(',') {
+            let directive = directive.trim().to_ascii_lowercase();
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (directive.as_str(), None),
+            };
+            let seconds = arg.and_then(|a| a.parse::<u64>().ok());
+            match name {
+                "no-store" => cc.no_store = true,
+                "no-cache" => cc.no_cache = true,
+                "private" => cc.private = true,
+                "public" => cc.public = true,
+                "max-age" => cc.max_age = seconds,
+                "s-maxage" => cc.s_maxage = seconds,
+                _ => {}
+            }
+        }
+        cc
+    }
+}
+
+/// How to store an origin response, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storage {
+    pub ttl_seconds: u64,
+    pub public: bool,
+}
+
+/// Applies the origin's `Cache-Control` to a route's default TTL.
+/// Only 2xx responses without `Set-Cookie` are stored.
+pub fn storage(route_ttl_seconds: u64, status: u16, cache_control: Option<&str>, sets_cookie: bool) -> Option<Storage> {
+    if !(200..300).contains(&status) || sets_cookie {
+        return None;
+    }
+    let cc = cache_control.map(CacheControl::parse).unwrap_or_default();
+    if cc.no_store || cc.no_cache {
+        return None;
+    }
+    let public = cc.public && !cc.private;
+    let ttl_seconds = match (public, cc.s_maxage, cc.max_age) {
+        (true, Some(s), _) => s,
+        (_, _, Some(m)) => m,
+        _ => route_ttl_seconds,
+    };
+    (ttl_seconds > 0).then_some(Storage { ttl_seconds, public })
+}
+
+/// A stored response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub stored_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+const MAGIC: &[u8; 4] = b"SCE1";
+
+impl Entry {
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+
+    pub fn age_seconds(&self, now_ms: u64) -> u32 {
+        (now_ms.saturating_sub(self.stored_at_ms) / 1000).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Length-prefixed binary: no escaping, any header or body bytes survive.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.stored_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        for (name, value) in &self.headers {
+            for part in [name.as_bytes(), value.as_bytes()] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return None;
+        }
+        let stored_at_ms = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let expires_at_ms = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let status = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
+        let count = r.u32()?;
+        let mut headers = Vec::new();
+        for _ in 0..count {
+            let name = String::from_utf8(r.sized()?.to_vec()).ok()?;
+            let value = String::from_utf8(r.sized()?.to_vec()).ok()?;
+            headers.push((name, value));
+        }
+        Some(Entry { stored_at_ms, expires_at_ms, status, headers, body: r.0.to_vec() })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn sized(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn origin_directives_decide_storage() {
+        assert_eq!(storage(60, 200, None, false), Some(Storage { ttl_seconds: 60, public: false }));
+        assert_eq!(storage(60, 404, None, false), None);
+        assert_eq!(storage(60, 200, Some("no-store"), false), None);
+        assert_eq!(storage(60, 200, Some("max-age=0"), false), None);
+        assert_eq!(storage(60, 200, Some("private, max-age=5"), false), Some(Storage { ttl_seconds: 5, public: false }));
+        assert_eq!(
+            storage(60, 200, Some("public, max-age=5, s-maxage=30"), false),
+            Some(Storage { ttl_seconds: 30, public: true })
+        );
+        assert_eq!(storage(60, 200, None, true), None);
+    }
+
+    proptest! {
+        /// Two different subjects never share a private key, whatever the request.
+        #[test]
+        fn private_keys_never_collide_across_subjects(a in "\\PC{0,20}", b in "\\PC{0,20}", path in "/[a-z/]{0,20}",
+                                                     body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assume!(a != b);
+            let digest = request_digest("GET", &path, None, &body);
+            let ka = scoped_key(Scope::Principal(&a), &digest);
+            let kb = scoped_key(Scope::Principal(&b), &digest);
+            prop_assert_ne!(&ka, &kb);
+            prop_assert_ne!(ka, scoped_key(Scope::Public, &digest));
+        }
+
+        #[test]
+        fn entry_roundtrip(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..256),
+                           headers in proptest::collection::vec(("[a-z-]{1,12}", "\\PC{0,30}"), 0..6)) {
+            let e = Entry { stored_at_ms: 5, expires_at_ms: 10, status, headers, body };
+            prop_assert_eq!(Entry::decode(&e.encode()), Some(e));
+        }
+    }
+}
+
+/// A cacheable route: `METHOD /path=ttl_seconds`, where a path ending in `*` is a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub ttl_seconds: u64,
+}
+
+impl Route {
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method)
+            && match self.path.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => self.path == path,
+            }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cache route {index} is not `METHOD /path=seconds`")]
+pub struct RouteError {
+    pub index: usize,
+}
+
+/// Parses comma-separated routes, e.g. `GET /v1/me=600, GET /v1/conversations*=300`.
+pub fn parse_routes(spec: &str) -> Result<Vec<Route>, RouteError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(index, rule)| {
+            let (head, ttl) = rule.rsplit_once('=').ok_or(RouteError { index })?;
+            let (method, path) = head.trim().split_once(' ').ok_or(RouteError { index })?;
+            let ttl_seconds = ttl.trim().parse().map_err(|_| RouteError { index })?;
+            let path = path.trim();
+            if !path.starts_with('/') || method.is_empty() {
+                return Err(RouteError { index });
+            }
+            Ok(Route { method: method.to_ascii_uppercase(), path: path.to_string(), ttl_seconds })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_matches_routes() {
+        let routes = parse_routes("GET /v1/me=600, get /v1/conversations*=300").unwrap();
+        assert!(routes[0].matches("GET", "/v1/me"));
+        assert!(!routes[0].matches("GET", "/v1/me/x"));
+        assert!(!routes[0].matches("POST", "/v1/me"));
+        assert!(routes[1].matches("GET", "/v1/conversations/abc/messages"));
+        assert_eq!(routes[1].ttl_seconds, 300);
+        assert_eq!(parse_routes("GET /v1/me"), Err(RouteError { index: 0 }));
+        assert_eq!(parse_routes("GET v1=3"), Err(RouteError { index: 0 }));
+    }
+}

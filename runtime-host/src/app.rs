@@ -1,0 +1,183 @@
+//! Turns a manifest into something that serves: variables resolved, components
+//! composed and compiled, pre-instantiated, and routes ordered.
+
+use crate::compose::{self, DependencySpec};
+use crate::host_services::{self, Stores};
+use crate::manifest::{self, Loaded, Route};
+use crate::outbound::{AllowedHost, OutboundPolicy};
+use crate::runtime_config::RuntimeConfig;
+use crate::state::{ComponentConfig, HostState};
+use anyhow::{Context, Result, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Limits that protect the host from one component.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests handled at once; more wait for a slot.
+    pub max_concurrent_requests: u32,
+    pub max_memory_bytes: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+pub struct ServedComponent {
+    pub config: Arc<ComponentConfig>,
+    pub pre: ProxyPre<HostState>,
+}
+
+/// A route and the component that serves it; `prefix` routes end in `/...`.
+pub struct RouteEntry {
+    pub path: String,
+    pub prefix: bool,
+    pub component: usize,
+}
+
+pub struct App {
+    pub engine: Engine,
+    pub components: Vec<ServedComponent>,
+    pub routes: Vec<RouteEntry>,
+    pub stores: Stores,
+    pub limits: Limits,
+}
+
+impl App {
+    /// The component for a path: exact routes first, then the longest prefix.
+    pub fn route(&self, path: &str) -> Option<(&RouteEntry, &ServedComponent)> {
+        self.routes
+            .iter()
+            .find(|r| !r.prefix && r.path == path)
+            .or_else(|| {
+                self.routes.iter().filter(|r| r.prefix).find(|r| {
+                    r.path == "/" || path == r.path || path.starts_with(&format!("{}/", r.path.trim_end_matches('/')))
+                })
+            })
+            .map(|r| (r, &self.components[r.component]))
+    }
+}
+
+/// Application variables: `SPIN_VARIABLE_<NAME>` from the environment, else the default.
+fn resolve_variables(loaded: &Loaded) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, var) in &loaded.manifest.variables {
+        let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).ok();
+        match env.or_else(|| var.get_ref().default.clone()) {
+            Some(value) => {
+                out.insert(name.clone(), value);
+            }
+            None if var.get_ref().required => {
+                bail!("variable `{name}` is required: set SPIN_VARIABLE_{}", name.to_ascii_uppercase())
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+fn engine(limits: &Limits) -> Result<Engine> {
+    let slots = limits.max_concurrent_requests;
+    let mut pool = PoolingAllocationConfig::default();
+    // A composed gateway holds one core instance and memory per component and adapter.
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 16)
+        .total_memories(slots * 8)
+        .total_tables(slots * 16)
+        .max_memory_size(limits.max_memory_bytes)
+        .max_memories_per_component(16)
+        .max_tables_per_component(32)
+        .max_core_instances_per_component(64);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")
+}
+
+pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits) -> Result<App> {
+    let variables = resolve_variables(loaded)?;
+    let engine = engine(&limits)?;
+    let mut linker = Linker::<HostState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    host_services::add_to_linker(&mut linker)?;
+
+    let base = loaded.base_dir();
+    let mut labels: BTreeSet<String> = runtime.key_value_store.keys().cloned().collect();
+    labels.insert("default".into());
+
+    let mut index_of = BTreeMap::new();
+    let mut components = Vec::new();
+    for trigger in &loaded.manifest.trigger.http {
+        let id = trigger.component.get_ref().clone();
+        if index_of.contains_key(&id) {
+            continue;
+        }
+        let spec = &loaded.manifest.component[&id];
+        for label in &spec.key_value_stores {
+            if !labels.contains(label) {
+                bail!("component `{id}` uses key-value store `{label}`, which runtime-config.toml does not define");
+            }
+        }
+        let resolved = |template: &str| manifest::expand(template, |n| variables.get(n).cloned());
+        let mut component_vars = BTreeMap::new();
+        for (name, template) in &spec.variables {
+            let value = resolved(template.get_ref())
+                .with_context(|| format!("component `{id}` variable `{name}` refers to an unset variable"))?;
+            component_vars.insert(name.clone(), value);
+        }
+        let mut allowed = Vec::new();
+        for entry in &spec.allowed_outbound_hosts {
+            let value = resolved(entry.get_ref())
+                .with_context(|| format!("component `{id}`: allowed_outbound_hosts refers to an unset variable"))?;
+            allowed.push(AllowedHost::parse(&value).map_err(|e| loaded.invalid(entry.span(), format!("component.{id}.allowed_outbound_hosts"), e.to_string()))?);
+        }
+
+        let source = base.join(spec.source.get_ref());
+        let main = std::fs::read(&source).with_context(|| format!("reading component `{id}` from {}", source.display()))?;
+        let bytes = if spec.dependencies.is_empty() {
+            main
+        } else {
+            let deps: Vec<DependencySpec> = spec
+                .dependencies
+                .iter()
+                .map(|(name, dep)| DependencySpec {
+                    name: name.clone(),
+                    path: base.join(&dep.get_ref().path),
+                    export: dep.get_ref().export.clone(),
+                })
+                .collect();
+            compose::compose(&main, &deps, spec.dependencies_inherit_configuration)
+                .with_context(|| format!("composing component `{id}`"))?
+        };
+        let compiled = Component::new(&engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("compiling component `{id}`"))?;
+        let instance_pre = linker.instantiate_pre(&compiled).map_err(anyhow::Error::from).with_context(|| format!("linking component `{id}`"))?;
+        let pre = ProxyPre::new(instance_pre).map_err(anyhow::Error::from).with_context(|| format!("component `{id}` does not export wasi:http/incoming-handler"))?;
+        let config = ComponentConfig {
+            id: id.clone(),
+            key_value_stores: spec.key_value_stores.clone(),
+            variables: component_vars,
+            environment: spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            outbound: OutboundPolicy::new(allowed),
+        };
+        index_of.insert(id, components.len());
+        components.push(ServedComponent { config: Arc::new(config), pre });
+    }
+
+    let mut routes = Vec::new();
+    for trigger in &loaded.manifest.trigger.http {
+        let Route::Path(path) = trigger.route.get_ref() else { continue };
+        let component = index_of[trigger.component.get_ref()];
+        match path.strip_suffix("/...") {
+            Some(prefix) => routes.push(RouteEntry { path: if prefix.is_empty() { "/".into() } else { prefix.into() }, prefix: true, component }),
+            None => routes.push(RouteEntry { path: path.clone(), prefix: false, component }),
+        }
+    }
+    // Longest prefix first, so `/v1/...` wins over `/...`.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+    Ok(App { engine, components, routes, stores: Stores::new(labels), limits })
+}

@@ -1,0 +1,11 @@
+//! The Sluice runtime-host: serves a Spin manifest (`spin.toml`) with wasmtime,
+//! the way `spin up` does, so the edge runs locally without Spin installed.
+
+pub mod app;
+pub mod compose;
+pub mod host_services;
+pub mod manifest;
+pub mod outbound;
+pub mod runtime_config;
+pub mod server;
+pub mod state;

@@ -1,0 +1,119 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_host::app::{self, Limits};
+use sluice_host::manifest::Loaded;
+use sluice_host::runtime_config::RuntimeConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Serves a Spin application locally (like `spin up`).
+#[derive(Parser)]
+#[command(name = "sluice-host", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load, compose and serve the application.
+    Up(UpArgs),
+    /// Check the manifest and runtime config, compose and compile, then exit.
+    Check(AppArgs),
+}
+
+#[derive(clap::Args)]
+struct AppArgs {
+    /// The application manifest.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Spin-format runtime configuration (key-value stores).
+    #[arg(long = "runtime-config-file")]
+    runtime_config: Option<PathBuf>,
+    /// Requests handled at once; more wait for a slot.
+    #[arg(long, default_value_t = 256, env = "SLUICE_HOST_MAX_CONCURRENT")]
+    max_concurrent_requests: u32,
+    /// Linear memory one request's instances may grow to, in MiB.
+    #[arg(long, default_value_t = 128)]
+    max_memory_mib: usize,
+    /// Deadline for one request, guest CPU and waiting included, in seconds.
+    #[arg(long, default_value_t = 120)]
+    request_timeout_secs: u64,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(args: &AppArgs) -> Result<app::App> {
+    let loaded = Loaded::read(&args.manifest)?;
+    let runtime = match &args.runtime_config {
+        Some(path) => RuntimeConfig::read(path)?,
+        None => RuntimeConfig::default(),
+    };
+    let limits = Limits {
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_memory_bytes: args.max_memory_mib << 20,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+    };
+    app::load(&loaded, &runtime, limits)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Check(args) => {
+            let app = load(&args)?;
+            println!("ok: {} component(s), {} route(s)", app.components.len(), app.routes.len());
+            Ok(())
+        }
+        Command::Up(args) => {
+            let app = load(&args.app)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("binding {}", args.listen))?;
+                let addr = listener.local_addr()?;
+                for route in &app.routes {
+                    let suffix = if route.prefix { "/..." } else { "" };
+                    tracing::info!(route = %format!("{}{suffix}", route.path.trim_end_matches('/')), component = %app.components[route.component].config.id, "serving");
+                }
+                tracing::info!(%addr, "sluice-host listening");
+                println!("listening on http://{addr}");
+                sluice_host::server::serve(app, listener, shutdown_signal()).await
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,177 @@
+//! HTTP front: one fresh `Store` per request from the pre-instantiated component.
+
+use crate::app::{App, EPOCH_TICK};
+use crate::state::HostState;
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+pub type Response = hyper::Response<HyperOutgoingBody>;
+
+struct Server {
+    app: App,
+    slots: Semaphore,
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight connections.
+pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    spawn_epoch_ticker(&app.engine);
+    let slots = Semaphore::new(app.limits.max_concurrent_requests as usize);
+    let server = Arc::new(Server { app, slots });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let server = server.clone();
+            async move { Ok::<_, std::convert::Infallible>(server.handle(req, client).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("draining connections");
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// One ticker for the whole engine: deadlines are counted in ticks.
+fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+}
+
+impl Server {
+    async fn handle(&self, req: hyper::Request<Incoming>, client: SocketAddr) -> Response {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let Some((route, component)) = self.app.route(&path) else {
+            return plain(404, "no route matches");
+        };
+        let Ok(_slot) = self.slots.acquire().await else {
+            return plain(503, "host is shutting down");
+        };
+        let limits = &self.app.limits;
+        let mut store = Store::new(
+            &self.app.engine,
+            HostState::new(component.config.clone(), self.app.stores.clone(), limits.max_memory_bytes),
+        );
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let req = with_spin_headers(req, client, &route.path, route.prefix);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok((incoming, out))
+        })();
+        let (incoming, out) = match prepared {
+            Ok(handles) => handles,
+            Err(e) => {
+                tracing::warn!(error = %e, "request rejected before reaching the component");
+                return plain(400, "malformed request");
+            }
+        };
+        let pre = component.pre.clone();
+        let id = component.config.id.clone();
+        let timeout = limits.request_timeout;
+        // The guest runs in its own task so it can keep streaming the body after
+        // the response head is sent; the timeout bounds the whole run.
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::format_err!("request exceeded {timeout:?}")),
+            }
+        });
+
+        let response = match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => {
+                tracing::warn!(component = %id, error = ?code, "component answered with an error");
+                plain(500, "component error")
+            }
+            Err(_) => {
+                let error = match task.await {
+                    Ok(Ok(())) => "component never set a response".to_string(),
+                    Ok(Err(e)) => format!("{e:?}"),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(component = %id, %method, path = %path, error = %error, "component failed");
+                plain(500, "component failed")
+            }
+        };
+        tracing::debug!(component = %id, %method, path = %path, status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
+        response
+    }
+}
+
+/// The request headers Spin adds, so components behave the same on both hosts.
+fn with_spin_headers(mut req: hyper::Request<Incoming>, client: SocketAddr, route: &str, prefix: bool) -> hyper::Request<Incoming> {
+    let path = req.uri().path().to_string();
+    let path_info = if prefix { path.strip_prefix(route.trim_end_matches('/')).unwrap_or("").to_string() } else { String::new() };
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let full_url = format!("http://{host}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let matched = if prefix { format!("{}/...", route.trim_end_matches('/')) } else { route.to_string() };
+    let headers = req.headers_mut();
+    for (name, value) in [
+        ("spin-client-addr", client.to_string()),
+        ("spin-full-url", full_url),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", matched.clone()),
+        ("spin-raw-component-route", matched),
+        ("spin-base-path", "/".to_string()),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    req
+}
+
+fn plain(status: u16, message: &'static str) -> Response {
+    let body = Full::new(Bytes::from_static(message.as_bytes())).map_err(|never: std::convert::Infallible| match never {}).boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
+}
