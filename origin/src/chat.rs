@@ -46,16 +46,14 @@ pub fn parse(body: &[u8]) -> Result<(ChatRequest, StreamOptions), ApiError> {
     let request: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                ApiError::InvalidRequest { message: format!("Request body is not valid JSON: {inner}"), param: None }
-            }
-            serde_json::error::Category::Data if path == "." => {
-                ApiError::InvalidRequest { message: format!("Invalid request body: {inner}"), param: None }
-            }
-            serde_json::error::Category::Data => {
-                ApiError::InvalidRequest { message: format!("Invalid value for `{path}`: {inner}"), param: Some(path) }
-            }
+        // serde_json reports some type errors (a number where an enum goes) as
+        // syntax errors, so ask the body itself whether it is JSON.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return ApiError::InvalidRequest { message: format!("Request body is not valid JSON: {inner}"), param: None };
+        }
+        match path.as_str() {
+            "." => ApiError::InvalidRequest { message: format!("Invalid request body: {inner}"), param: None },
+            _ => ApiError::InvalidRequest { message: format!("Invalid value for `{path}`: {inner}"), param: Some(path) },
         }
     })?;
     if request.model.trim().is_empty() {
@@ -146,6 +144,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(parse(b"{not json"), Err(ApiError::InvalidRequest { param: None, .. })));
+        let numeric_role = parse(br#"{"model":"m","messages":[{"role":7}]}"#).err().unwrap();
+        assert!(matches!(numeric_role, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].role"));
         assert!(matches!(parse(br#"{"model":"m","messages":[]}"#), Err(ApiError::InvalidRequest { .. })));
         let missing = parse(br#"{"messages":[{"role":"user","content":"x"}]}"#).err().unwrap();
         assert!(missing.to_string().contains("model"), "{missing}");

@@ -60,11 +60,15 @@ impl App {
     }
 }
 
+/// Where `SPIN_VARIABLE_*` values come from: the process environment in the
+/// binary, a map in tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Application variables: `SPIN_VARIABLE_<NAME>` from the environment, else the default.
-fn resolve_variables(loaded: &Loaded) -> Result<BTreeMap<String, String>> {
+fn resolve_variables(loaded: &Loaded, env: Env<'_>) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (name, var) in &loaded.manifest.variables {
-        let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).ok();
+        let env = env(&format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()));
         match env.or_else(|| var.get_ref().default.clone()) {
             Some(value) => {
                 out.insert(name.clone(), value);
@@ -98,8 +102,8 @@ fn engine(limits: &Limits) -> Result<Engine> {
     Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")
 }
 
-pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits) -> Result<App> {
-    let variables = resolve_variables(loaded)?;
+pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'_>) -> Result<App> {
+    let variables = resolve_variables(loaded, env)?;
     let engine = engine(&limits)?;
     let mut linker = Linker::<HostState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

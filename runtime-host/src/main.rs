@@ -71,7 +71,7 @@ fn load(args: &AppArgs) -> Result<app::App> {
         max_memory_bytes: args.max_memory_mib << 20,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
     };
-    app::load(&loaded, &runtime, limits)
+    app::load(&loaded, &runtime, limits, &|name| std::env::var(name).ok())
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -129,6 +129,7 @@ pub struct BuildConfig {
 }
 
 /// A manifest plus where it was read from, for resolving paths and reporting lines.
+#[derive(Debug)]
 pub struct Loaded {
     pub manifest: Manifest,
     pub path: PathBuf,
