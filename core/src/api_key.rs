@@ -34,14 +34,18 @@ pub fn parse_records(spec: &str) -> Result<Vec<KeyRecord>, KeyRecordError> {
         .enumerate()
         .map(|(index, record)| {
             let mut parts = record.splitn(3, ':');
-            let (Some(hash), Some(subject), Some(tier)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(hash), Some(subject), Some(tier)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
                 return Err(KeyRecordError { index });
             };
             let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
             match Tier::parse(tier) {
-                Some(tier) if valid_hash && !subject.is_empty() => {
-                    Ok(KeyRecord { hash: hash.to_ascii_lowercase(), subject: subject.to_string(), tier })
-                }
+                Some(tier) if valid_hash && !subject.is_empty() => Ok(KeyRecord {
+                    hash: hash.to_ascii_lowercase(),
+                    subject: subject.to_string(),
+                    tier,
+                }),
                 _ => Err(KeyRecordError { index }),
             }
         })
@@ -68,16 +72,25 @@ mod tests {
     fn finds_only_the_right_key() {
         let spec = format!("{}:alice:premium, {}:bob:free", hash("sk-a"), hash("sk-b"));
         let records = parse_records(&spec).unwrap();
-        assert_eq!(find(&records, "sk-a").map(|r| r.subject.as_str()), Some("alice"));
+        assert_eq!(
+            find(&records, "sk-a").map(|r| r.subject.as_str()),
+            Some("alice")
+        );
         assert_eq!(find(&records, "sk-b").map(|r| r.tier), Some(Tier::Free));
         assert_eq!(find(&records, "sk-c"), None);
     }
 
     #[test]
     fn rejects_malformed_records() {
-        assert_eq!(parse_records("abc:alice:free"), Err(KeyRecordError { index: 0 }));
+        assert_eq!(
+            parse_records("abc:alice:free"),
+            Err(KeyRecordError { index: 0 })
+        );
         let good = format!("{}:a:free", hash("x"));
-        assert_eq!(parse_records(&format!("{good},{}:b:root", hash("y"))), Err(KeyRecordError { index: 1 }));
+        assert_eq!(
+            parse_records(&format!("{good},{}:b:root", hash("y"))),
+            Err(KeyRecordError { index: 1 })
+        );
         assert_eq!(parse_records("").unwrap(), vec![]);
     }
 }

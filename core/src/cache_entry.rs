@@ -16,7 +16,12 @@ pub enum Scope<'a> {
 /// Parts are length-prefixed so no two requests share a digest by concatenation.
 pub fn request_digest(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> String {
     let mut h = Sha256::new();
-    for part in [method.as_bytes(), path.as_bytes(), query.unwrap_or("").as_bytes(), body] {
+    for part in [
+        method.as_bytes(),
+        path.as_bytes(),
+        query.unwrap_or("").as_bytes(),
+        body,
+    ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -82,7 +87,12 @@ pub struct Storage {
 
 /// Applies the origin's `Cache-Control` to a route's default TTL.
 /// Only 2xx responses without `Set-Cookie` are stored.
-pub fn storage(route_ttl_seconds: u64, status: u16, cache_control: Option<&str>, sets_cookie: bool) -> Option<Storage> {
+pub fn storage(
+    route_ttl_seconds: u64,
+    status: u16,
+    cache_control: Option<&str>,
+    sets_cookie: bool,
+) -> Option<Storage> {
     if !(200..300).contains(&status) || sets_cookie {
         return None;
     }
@@ -96,7 +106,10 @@ pub fn storage(route_ttl_seconds: u64, status: u16, cache_control: Option<&str>,
         (_, _, Some(m)) => m,
         _ => route_ttl_seconds,
     };
-    (ttl_seconds > 0).then_some(Storage { ttl_seconds, public })
+    (ttl_seconds > 0).then_some(Storage {
+        ttl_seconds,
+        public,
+    })
 }
 
 /// A stored response.
@@ -153,7 +166,13 @@ impl Entry {
             let value = String::from_utf8(r.sized()?.to_vec()).ok()?;
             headers.push((name, value));
         }
-        Some(Entry { stored_at_ms, expires_at_ms, status, headers, body: r.0.to_vec() })
+        Some(Entry {
+            stored_at_ms,
+            expires_at_ms,
+            status,
+            headers,
+            body: r.0.to_vec(),
+        })
     }
 }
 
@@ -184,14 +203,29 @@ mod tests {
 
     #[test]
     fn origin_directives_decide_storage() {
-        assert_eq!(storage(60, 200, None, false), Some(Storage { ttl_seconds: 60, public: false }));
+        assert_eq!(
+            storage(60, 200, None, false),
+            Some(Storage {
+                ttl_seconds: 60,
+                public: false
+            })
+        );
         assert_eq!(storage(60, 404, None, false), None);
         assert_eq!(storage(60, 200, Some("no-store"), false), None);
         assert_eq!(storage(60, 200, Some("max-age=0"), false), None);
-        assert_eq!(storage(60, 200, Some("private, max-age=5"), false), Some(Storage { ttl_seconds: 5, public: false }));
+        assert_eq!(
+            storage(60, 200, Some("private, max-age=5"), false),
+            Some(Storage {
+                ttl_seconds: 5,
+                public: false
+            })
+        );
         assert_eq!(
             storage(60, 200, Some("public, max-age=5, s-maxage=30"), false),
-            Some(Storage { ttl_seconds: 30, public: true })
+            Some(Storage {
+                ttl_seconds: 30,
+                public: true
+            })
         );
         assert_eq!(storage(60, 200, None, true), None);
     }
@@ -256,7 +290,11 @@ pub fn parse_routes(spec: &str) -> Result<Vec<Route>, RouteError> {
             if !path.starts_with('/') || method.is_empty() {
                 return Err(RouteError { index });
             }
-            Ok(Route { method: method.to_ascii_uppercase(), path: path.to_string(), ttl_seconds })
+            Ok(Route {
+                method: method.to_ascii_uppercase(),
+                path: path.to_string(),
+                ttl_seconds,
+            })
         })
         .collect()
 }

@@ -26,11 +26,23 @@ pub enum SignatureError {
     Mismatch,
 }
 
-fn mac(secret: &[u8], method: &str, path_and_query: &str, timestamp: u64, identity: &str) -> Hmac<Sha256> {
+fn mac(
+    secret: &[u8],
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    identity: &str,
+) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    for part in [VERSION, method, path_and_query, &timestamp.to_string(), identity] {
+    for part in [
+        VERSION,
+        method,
+        path_and_query,
+        &timestamp.to_string(),
+        identity,
+    ] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
@@ -38,8 +50,16 @@ fn mac(secret: &[u8], method: &str, path_and_query: &str, timestamp: u64, identi
 }
 
 /// The value of the signature header for one request.
-pub fn sign(secret: &[u8], method: &str, path_and_query: &str, timestamp: u64, identity: &str) -> String {
-    let tag = mac(secret, method, path_and_query, timestamp, identity).finalize().into_bytes();
+pub fn sign(
+    secret: &[u8],
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    identity: &str,
+) -> String {
+    let tag = mac(secret, method, path_and_query, timestamp, identity)
+        .finalize()
+        .into_bytes();
     format!("{VERSION}={}", hex::encode(tag))
 }
 
@@ -53,12 +73,21 @@ pub struct Signed<'a> {
 }
 
 /// Checks a request's signature; `now` is unix seconds.
-pub fn verify(secret: &[u8], signed: &Signed<'_>, now: u64, max_skew_seconds: u64) -> Result<(), SignatureError> {
-    let (Some(timestamp), Some(identity), Some(signature)) = (signed.timestamp, signed.identity, signed.signature)
+pub fn verify(
+    secret: &[u8],
+    signed: &Signed<'_>,
+    now: u64,
+    max_skew_seconds: u64,
+) -> Result<(), SignatureError> {
+    let (Some(timestamp), Some(identity), Some(signature)) =
+        (signed.timestamp, signed.identity, signed.signature)
     else {
         return Err(SignatureError::Missing);
     };
-    let timestamp: u64 = timestamp.trim().parse().map_err(|_| SignatureError::MalformedTimestamp)?;
+    let timestamp: u64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::MalformedTimestamp)?;
     let skew_seconds = now.abs_diff(timestamp);
     if skew_seconds > max_skew_seconds {
         return Err(SignatureError::Stale { skew_seconds });
@@ -67,9 +96,15 @@ pub fn verify(secret: &[u8], signed: &Signed<'_>, now: u64, max_skew_seconds: u6
         .strip_prefix("v1=")
         .and_then(|h| hex::decode(h).ok())
         .ok_or(SignatureError::Mismatch)?;
-    mac(secret, signed.method, signed.path_and_query, timestamp, identity)
-        .verify_slice(&tag)
-        .map_err(|_| SignatureError::Mismatch)
+    mac(
+        secret,
+        signed.method,
+        signed.path_and_query,
+        timestamp,
+        identity,
+    )
+    .verify_slice(&tag)
+    .map_err(|_| SignatureError::Mismatch)
 }
 
 #[cfg(test)]
@@ -79,7 +114,13 @@ mod tests {
     const SECRET: &[u8] = b"test-secret";
 
     fn signed<'a>(sig: &'a str, ts: &'a str) -> Signed<'a> {
-        Signed { method: "POST", path_and_query: "/v1/chat/completions", timestamp: Some(ts), identity: Some("abc"), signature: Some(sig) }
+        Signed {
+            method: "POST",
+            path_and_query: "/v1/chat/completions",
+            timestamp: Some(ts),
+            identity: Some("abc"),
+            signature: Some(sig),
+        }
     }
 
     #[test]
@@ -92,18 +133,39 @@ mod tests {
     #[test]
     fn refuses_stale_tampered_or_missing() {
         let sig = sign(SECRET, "POST", "/v1/chat/completions", 1000, "abc");
-        assert_eq!(verify(SECRET, &signed(&sig, "1000"), 1031, 30), Err(SignatureError::Stale { skew_seconds: 31 }));
-        assert_eq!(verify(b"other", &signed(&sig, "1000"), 1000, 30), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(SECRET, &signed(&sig, "1000"), 1031, 30),
+            Err(SignatureError::Stale { skew_seconds: 31 })
+        );
+        assert_eq!(
+            verify(b"other", &signed(&sig, "1000"), 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
         let mut other_path = signed(&sig, "1000");
         other_path.path_and_query = "/v1/embeddings";
-        assert_eq!(verify(SECRET, &other_path, 1000, 30), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(SECRET, &other_path, 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
         let mut other_identity = signed(&sig, "1000");
         other_identity.identity = Some("abd");
-        assert_eq!(verify(SECRET, &other_identity, 1000, 30), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, &signed("v1=zz", "1000"), 1000, 30), Err(SignatureError::Mismatch));
-        assert_eq!(verify(SECRET, &signed(&sig, "soon"), 1000, 30), Err(SignatureError::MalformedTimestamp));
+        assert_eq!(
+            verify(SECRET, &other_identity, 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, &signed("v1=zz", "1000"), 1000, 30),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(SECRET, &signed(&sig, "soon"), 1000, 30),
+            Err(SignatureError::MalformedTimestamp)
+        );
         let mut missing = signed(&sig, "1000");
         missing.signature = None;
-        assert_eq!(verify(SECRET, &missing, 1000, 30), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(SECRET, &missing, 1000, 30),
+            Err(SignatureError::Missing)
+        );
     }
 }

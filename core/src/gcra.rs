@@ -23,15 +23,24 @@ impl Quota {
     /// Parses `"60/60s"`, `"1000/15m"`, `"300/1m"`, optionally `";burst=20"`.
     pub fn parse(spec: &str) -> Option<Quota> {
         let (rate, burst) = match spec.split_once(';') {
-            Some((rate, rest)) => (rate, Some(rest.trim().strip_prefix("burst=")?.parse().ok()?)),
+            Some((rate, rest)) => (
+                rate,
+                Some(rest.trim().strip_prefix("burst=")?.parse().ok()?),
+            ),
             None => (spec, None),
         };
         let (limit, window) = rate.trim().split_once('/')?;
         let limit: u32 = limit.trim().parse().ok().filter(|l| *l > 0)?;
         let window = window.trim();
-        let split = window.find(|c: char| !c.is_ascii_digit()).unwrap_or(window.len());
+        let split = window
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(window.len());
         let (count, unit) = window.split_at(split);
-        let count: u64 = if count.is_empty() { 1 } else { count.parse().ok()? };
+        let count: u64 = if count.is_empty() {
+            1
+        } else {
+            count.parse().ok()?
+        };
         let unit_ms = match unit {
             "ms" => 1,
             "s" => 1_000,
@@ -40,7 +49,11 @@ impl Quota {
             _ => return None,
         };
         let period_ms = count.checked_mul(unit_ms).filter(|p| *p > 0)?;
-        Some(Quota { limit, period_ms, burst: burst.unwrap_or(limit) })
+        Some(Quota {
+            limit,
+            period_ms,
+            burst: burst.unwrap_or(limit),
+        })
     }
 }
 
@@ -75,7 +88,13 @@ pub fn decide(quota: &Quota, stored_tat_ms: Option<u64>, now_ms: u64) -> Decisio
         };
     }
     let remaining = ((tolerance - ahead) / interval).min(u64::from(u32::MAX)) as u32;
-    Decision { allowed: true, remaining, retry_after_ms: 0, reset_after_ms: ahead, new_tat_ms: new_tat }
+    Decision {
+        allowed: true,
+        remaining,
+        retry_after_ms: 0,
+        reset_after_ms: ahead,
+        new_tat_ms: new_tat,
+    }
 }
 
 #[cfg(test)]
@@ -85,9 +104,30 @@ mod tests {
 
     #[test]
     fn parses_specs() {
-        assert_eq!(Quota::parse("60/1m"), Some(Quota { limit: 60, period_ms: 60_000, burst: 60 }));
-        assert_eq!(Quota::parse("1000/15m"), Some(Quota { limit: 1000, period_ms: 900_000, burst: 1000 }));
-        assert_eq!(Quota::parse("5/s;burst=2"), Some(Quota { limit: 5, period_ms: 1000, burst: 2 }));
+        assert_eq!(
+            Quota::parse("60/1m"),
+            Some(Quota {
+                limit: 60,
+                period_ms: 60_000,
+                burst: 60
+            })
+        );
+        assert_eq!(
+            Quota::parse("1000/15m"),
+            Some(Quota {
+                limit: 1000,
+                period_ms: 900_000,
+                burst: 1000
+            })
+        );
+        assert_eq!(
+            Quota::parse("5/s;burst=2"),
+            Some(Quota {
+                limit: 5,
+                period_ms: 1000,
+                burst: 2
+            })
+        );
         assert_eq!(Quota::parse("0/1m"), None);
         assert_eq!(Quota::parse("10/1y"), None);
         assert_eq!(Quota::parse("ten/1m"), None);
@@ -95,7 +135,11 @@ mod tests {
 
     #[test]
     fn admits_burst_then_refuses_with_retry_after() {
-        let q = Quota { limit: 3, period_ms: 3_000, burst: 3 };
+        let q = Quota {
+            limit: 3,
+            period_ms: 3_000,
+            burst: 3,
+        };
         let mut tat = None;
         for expected_remaining in [2, 1, 0] {
             let d = decide(&q, tat, 0);

@@ -88,6 +88,9 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(Identity::decode("%%%"), Err(IdentityError::Encoding));
-        assert!(matches!(Identity::decode("e30"), Err(IdentityError::Shape(_))));
+        assert!(matches!(
+            Identity::decode("e30"),
+            Err(IdentityError::Shape(_))
+        ));
     }
 }

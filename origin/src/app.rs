@@ -55,7 +55,10 @@ impl AppState {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Layers, outermost first:
@@ -73,13 +76,19 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/me", get(me))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_edge_signature));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_edge_signature,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(api)
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
 }
@@ -106,8 +115,13 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.body_limit_bytes },
-        _ => ApiError::InvalidRequest { message: rejection.body_text(), param: None },
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: state.body_limit_bytes,
+        },
+        _ => ApiError::InvalidRequest {
+            message: rejection.body_text(),
+            param: None,
+        },
     })?;
     let (request, options) = chat::parse(&body)?;
     let answer = chat::complete(&state.models, &request, unix_now()).await?;
@@ -116,16 +130,25 @@ async fn chat_completions(
         prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion");
     let mut response = if request.stream.unwrap_or(false) {
         let events = chat::sse_events(&answer.response, options.include_usage);
-        let stream = futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let stream =
+            futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
         let mut response = Body::from_stream(stream).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     } else {
         Json(&answer.response).into_response()
     };
     let headers = response.headers_mut();
-    headers.insert("x-sluice-provider", HeaderValue::from_static(answer.provider));
+    headers.insert(
+        "x-sluice-provider",
+        HeaderValue::from_static(answer.provider),
+    );
     for (name, value) in [
         ("x-sluice-prompt-tokens", usage.prompt_tokens),
         ("x-sluice-completion-tokens", usage.completion_tokens),
@@ -145,10 +168,15 @@ async fn list_models(State(state): State<AppState>) -> Response {
         .collect();
     let mut response = Json(json!({ "object": "list", "data": data })).into_response();
     // The same for every caller: the edge may share it across principals.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
 async fn me(Extension(who): Extension<Identity>) -> Json<serde_json::Value> {
-    Json(json!({ "object": "principal", "subject": who.sub, "tier": who.tier.as_str(), "key_id": who.kid, "scopes": who.scopes }))
+    Json(
+        json!({ "object": "principal", "subject": who.sub, "tier": who.tier.as_str(), "key_id": who.kid, "scopes": who.scopes }),
+    )
 }

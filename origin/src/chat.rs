@@ -23,7 +23,9 @@ impl Models {
     }
 
     pub fn get(&self, name: &str) -> Result<&Arc<dyn ChatProvider>, ApiError> {
-        self.0.get(name).ok_or_else(|| ApiError::ModelNotFound(name.to_string()))
+        self.0
+            .get(name)
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_string()))
     }
 }
 
@@ -49,15 +51,27 @@ pub fn parse(body: &[u8]) -> Result<(ChatRequest, StreamOptions), ApiError> {
         // serde_json reports some type errors (a number where an enum goes) as
         // syntax errors, so ask the body itself whether it is JSON.
         if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-            return ApiError::InvalidRequest { message: format!("Request body is not valid JSON: {inner}"), param: None };
+            return ApiError::InvalidRequest {
+                message: format!("Request body is not valid JSON: {inner}"),
+                param: None,
+            };
         }
         match path.as_str() {
-            "." => ApiError::InvalidRequest { message: format!("Invalid request body: {inner}"), param: None },
-            _ => ApiError::InvalidRequest { message: format!("Invalid value for `{path}`: {inner}"), param: Some(path) },
+            "." => ApiError::InvalidRequest {
+                message: format!("Invalid request body: {inner}"),
+                param: None,
+            },
+            _ => ApiError::InvalidRequest {
+                message: format!("Invalid value for `{path}`: {inner}"),
+                param: Some(path),
+            },
         }
     })?;
     if request.model.trim().is_empty() {
-        return Err(ApiError::InvalidRequest { message: "`model` must not be empty.".into(), param: Some("model".into()) });
+        return Err(ApiError::InvalidRequest {
+            message: "`model` must not be empty.".into(),
+            param: Some("model".into()),
+        });
     }
     if request.messages.is_empty() {
         return Err(ApiError::InvalidRequest {
@@ -71,7 +85,10 @@ pub fn parse(body: &[u8]) -> Result<(ChatRequest, StreamOptions), ApiError> {
             param: Some("temperature".into()),
         });
     }
-    let options = serde_json::from_slice::<StreamOptionsHolder>(body).ok().and_then(|h| h.stream_options).unwrap_or_default();
+    let options = serde_json::from_slice::<StreamOptionsHolder>(body)
+        .ok()
+        .and_then(|h| h.stream_options)
+        .unwrap_or_default();
     Ok((request, options))
 }
 
@@ -80,9 +97,16 @@ pub struct Answer {
     pub provider: &'static str,
 }
 
-pub async fn complete(models: &Models, request: &ChatRequest, now_secs: u64) -> Result<Answer, ApiError> {
+pub async fn complete(
+    models: &Models,
+    request: &ChatRequest,
+    now_secs: u64,
+) -> Result<Answer, ApiError> {
     let provider = models.get(&request.model)?;
-    let completion = provider.complete(request).await.map_err(|e| ApiError::Provider(e.to_string()))?;
+    let completion = provider
+        .complete(request)
+        .await
+        .map_err(|e| ApiError::Provider(e.to_string()))?;
     let response = ChatResponse {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         object: "chat.completion".into(),
@@ -90,12 +114,18 @@ pub async fn complete(models: &Models, request: &ChatRequest, now_secs: u64) -> 
         model: request.model.clone(),
         choices: vec![Choice {
             index: 0,
-            message: AssistantMessage { role: Role::Assistant, content: completion.content },
+            message: AssistantMessage {
+                role: Role::Assistant,
+                content: completion.content,
+            },
             finish_reason: completion.finish_reason.into(),
         }],
         usage: completion.usage,
     };
-    Ok(Answer { response, provider: provider.name() })
+    Ok(Answer {
+        response,
+        provider: provider.name(),
+    })
 }
 
 /// The answer as server-sent events in OpenAI's `chat.completion.chunk` form.
@@ -107,8 +137,15 @@ pub fn sse_events(response: &ChatResponse, include_usage: bool) -> Vec<String> {
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
         })
     };
-    let content = response.choices.first().map(|c| c.message.content.as_str()).unwrap_or("");
-    let mut events = vec![chunk(serde_json::json!({ "role": "assistant", "content": "" }), None)];
+    let content = response
+        .choices
+        .first()
+        .map(|c| c.message.content.as_str())
+        .unwrap_or("");
+    let mut events = vec![chunk(
+        serde_json::json!({ "role": "assistant", "content": "" }),
+        None,
+    )];
     let mut words = content.split_inclusive(' ').peekable();
     while let Some(word) = words.next() {
         events.push(chunk(serde_json::json!({ "content": word }), None));
@@ -116,7 +153,11 @@ pub fn sse_events(response: &ChatResponse, include_usage: bool) -> Vec<String> {
             break;
         }
     }
-    let finish = response.choices.first().map(|c| c.finish_reason.as_str()).unwrap_or("stop");
+    let finish = response
+        .choices
+        .first()
+        .map(|c| c.finish_reason.as_str())
+        .unwrap_or("stop");
     events.push(chunk(serde_json::json!({}), Some(finish)));
     if include_usage {
         events.push(serde_json::json!({
@@ -124,7 +165,10 @@ pub fn sse_events(response: &ChatResponse, include_usage: bool) -> Vec<String> {
             "model": response.model, "choices": [], "usage": response.usage,
         }));
     }
-    let mut out: Vec<String> = events.into_iter().map(|e| format!("data: {e}\n\n")).collect();
+    let mut out: Vec<String> = events
+        .into_iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect();
     out.push("data: [DONE]\n\n".into());
     out
 }
@@ -135,7 +179,9 @@ mod tests {
 
     #[test]
     fn names_the_offending_field() {
-        let err = parse(br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).err().unwrap();
+        let err = parse(br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)
+            .err()
+            .unwrap();
         match err {
             ApiError::InvalidRequest { param, message } => {
                 assert_eq!(param.as_deref(), Some("messages[0].role"));
@@ -143,11 +189,23 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse(b"{not json"), Err(ApiError::InvalidRequest { param: None, .. })));
-        let numeric_role = parse(br#"{"model":"m","messages":[{"role":7}]}"#).err().unwrap();
-        assert!(matches!(numeric_role, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].role"));
-        assert!(matches!(parse(br#"{"model":"m","messages":[]}"#), Err(ApiError::InvalidRequest { .. })));
-        let missing = parse(br#"{"messages":[{"role":"user","content":"x"}]}"#).err().unwrap();
+        assert!(matches!(
+            parse(b"{not json"),
+            Err(ApiError::InvalidRequest { param: None, .. })
+        ));
+        let numeric_role = parse(br#"{"model":"m","messages":[{"role":7}]}"#)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(numeric_role, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].role")
+        );
+        assert!(matches!(
+            parse(br#"{"model":"m","messages":[]}"#),
+            Err(ApiError::InvalidRequest { .. })
+        ));
+        let missing = parse(br#"{"messages":[{"role":"user","content":"x"}]}"#)
+            .err()
+            .unwrap();
         assert!(missing.to_string().contains("model"), "{missing}");
     }
 

@@ -67,9 +67,18 @@ impl Default for Config {
                 body_limit_bytes: 1 << 20,
                 request_timeout_secs: 300,
             },
-            edge: EdgeConfig { secret: None, max_skew_secs: 30 },
-            simulated: SimulatedConfig { time_to_first_token_ms: 0, tokens_per_second: 0 },
-            models: vec![ModelConfig { name: "sluice-sim-1".into(), provider: ProviderKind::Simulated }],
+            edge: EdgeConfig {
+                secret: None,
+                max_skew_secs: 30,
+            },
+            simulated: SimulatedConfig {
+                time_to_first_token_ms: 0,
+                tokens_per_second: 0,
+            },
+            models: vec![ModelConfig {
+                name: "sluice-sim-1".into(),
+                provider: ProviderKind::Simulated,
+            }],
         }
     }
 }
@@ -79,7 +88,10 @@ pub enum ConfigError {
     #[error("{0}")]
     Parse(#[from] Box<figment::Error>),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Shortest edge secret accepted: 128 bits of hex.
@@ -96,7 +108,9 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Config::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+        Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -110,7 +124,9 @@ impl Config {
             None => {
                 return Err(ConfigError::Invalid {
                     field: "edge.secret",
-                    message: "required: the HMAC key shared with the edge (env SLUICE_EDGE__SECRET)".into(),
+                    message:
+                        "required: the HMAC key shared with the edge (env SLUICE_EDGE__SECRET)"
+                            .into(),
                 });
             }
             Some(s) if s.len() < MIN_SECRET_LEN => {
@@ -122,15 +138,24 @@ impl Config {
             Some(_) => {}
         }
         if self.models.is_empty() {
-            return Err(ConfigError::Invalid { field: "models", message: "configure at least one model".into() });
+            return Err(ConfigError::Invalid {
+                field: "models",
+                message: "configure at least one model".into(),
+            });
         }
         let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Invalid { field: "models", message: format!("`{}` is configured twice", pair[0]) });
+            return Err(ConfigError::Invalid {
+                field: "models",
+                message: format!("`{}` is configured twice", pair[0]),
+            });
         }
         if self.server.body_limit_bytes == 0 {
-            return Err(ConfigError::Invalid { field: "server.body_limit_bytes", message: "must be positive".into() });
+            return Err(ConfigError::Invalid {
+                field: "server.body_limit_bytes",
+                message: "must be positive".into(),
+            });
         }
         Ok(())
     }
@@ -151,17 +176,28 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_missing_secret_are_errors() {
-        let err = Config::from_toml(&format!("{SECRET}[server]\nlisten_addr = \"x\"\n")).unwrap_err().to_string();
+        let err = Config::from_toml(&format!("{SECRET}[server]\nlisten_addr = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_addr"), "{err}");
         let err = Config::from_toml("").unwrap_err().to_string();
         assert!(err.starts_with("edge.secret"), "{err}");
-        let err = Config::from_toml("[edge]\nsecret = \"short\"").unwrap_err().to_string();
+        let err = Config::from_toml("[edge]\nsecret = \"short\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at least 32"), "{err}");
     }
 
     #[test]
     fn duplicate_models_are_errors() {
-        let text = format!("{SECRET}[[models]]\nname = \"a\"\nprovider = \"simulated\"\n[[models]]\nname = \"a\"\nprovider = \"simulated\"\n");
-        assert!(Config::from_toml(&text).unwrap_err().to_string().contains("twice"));
+        let text = format!(
+            "{SECRET}[[models]]\nname = \"a\"\nprovider = \"simulated\"\n[[models]]\nname = \"a\"\nprovider = \"simulated\"\n"
+        );
+        assert!(
+            Config::from_toml(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 }

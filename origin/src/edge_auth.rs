@@ -6,10 +6,16 @@ use crate::error::ApiError;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use sluice_core::edge_signature::{self, IDENTITY_HEADER, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER};
+use sluice_core::edge_signature::{
+    self, IDENTITY_HEADER, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER,
+};
 use sluice_core::identity::Identity;
 
-pub async fn require_edge_signature(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_edge_signature(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let identity = verified_identity(&state, &req)?;
     req.extensions_mut().insert(identity);
     Ok(next.run(req).await)
@@ -20,14 +26,24 @@ fn verified_identity(state: &AppState, req: &Request) -> Result<Identity, ApiErr
     let identity_header = header(IDENTITY_HEADER);
     let signed = Signed {
         method: req.method().as_str(),
-        path_and_query: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
         timestamp: header(TIMESTAMP_HEADER),
         identity: identity_header,
         signature: header(SIGNATURE_HEADER),
     };
-    if let Err(e) = edge_signature::verify(state.edge_secret.as_bytes(), &signed, crate::app::unix_now(), state.max_skew_secs) {
+    if let Err(e) = edge_signature::verify(
+        state.edge_secret.as_bytes(),
+        &signed,
+        crate::app::unix_now(),
+        state.max_skew_secs,
+    ) {
         tracing::warn!(reason = %e, method = %req.method(), path = %req.uri().path(), "refused request without a valid edge signature");
         return Err(ApiError::EdgeSignature(e.to_string()));
     }
-    Identity::decode(identity_header.unwrap_or_default()).map_err(|e| ApiError::EdgeSignature(e.to_string()))
+    Identity::decode(identity_header.unwrap_or_default())
+        .map_err(|e| ApiError::EdgeSignature(e.to_string()))
 }

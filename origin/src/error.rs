@@ -8,7 +8,10 @@ use sluice_core::errors::openai_error;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<String> },
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("Request body is larger than {limit} bytes.")]
@@ -36,8 +39,12 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => ("invalid_request_error", None),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
-            ApiError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
-            ApiError::EdgeSignature(_) => ("invalid_request_error", Some("edge_signature_required")),
+            ApiError::PayloadTooLarge { .. } => {
+                ("invalid_request_error", Some("request_too_large"))
+            }
+            ApiError::EdgeSignature(_) => {
+                ("invalid_request_error", Some("edge_signature_required"))
+            }
             ApiError::Provider(_) => ("server_error", Some("provider_error")),
             ApiError::NotFound => ("invalid_request_error", Some("not_found")),
         }
@@ -56,9 +63,10 @@ impl IntoResponse for ApiError {
         let body = openai_error(&self.to_string(), kind, code, param);
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Sluice-Edge realm=\"origin\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Sluice-Edge realm=\"origin\""),
+            );
         }
         response
     }

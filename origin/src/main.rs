@@ -22,9 +22,13 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
     if cli.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -37,10 +41,16 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
     if cli.check {
-        println!("configuration ok: listen {}, {} model(s)", config.server.listen, config.models.len());
+        println!(
+            "configuration ok: listen {}, {} model(s)",
+            config.server.listen,
+            config.models.len()
+        );
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -48,8 +58,13 @@ fn run(cli: Cli) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, models = config.models.len(), "sluice-origin listening");
         println!("listening on http://{addr}");
-        let router = app(AppState::from_config(&config), Duration::from_secs(config.server.request_timeout_secs));
-        axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+        let router = app(
+            AppState::from_config(&config),
+            Duration::from_secs(config.server.request_timeout_secs),
+        );
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         tracing::info!("stopped");
         Ok(())
     })

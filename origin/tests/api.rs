@@ -1,4 +1,8 @@
 //! The origin's HTTP API through `oneshot`: no sockets, the real router.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: any failure should fail the test"
+)]
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,12 +18,20 @@ use tower::ServiceExt;
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 fn router() -> axum::Router {
-    let config = Config::from_toml(&format!("[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\n")).unwrap();
+    let config = Config::from_toml(&format!(
+        "[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\n"
+    ))
+    .unwrap();
     app(AppState::from_config(&config), Duration::from_secs(5))
 }
 
 fn alice() -> Identity {
-    Identity { sub: "alice".into(), tier: Tier::Premium, kid: Some("k1".into()), scopes: vec![] }
+    Identity {
+        sub: "alice".into(),
+        tier: Tier::Premium,
+        kid: Some("k1".into()),
+        scopes: vec![],
+    }
 }
 
 fn signed(method: &str, path: &str, body: impl Into<Body>, at: u64) -> Request<Body> {
@@ -40,15 +52,28 @@ async fn send(req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>
     let response = router().oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
 fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    let parsed = serde_json::from_slice(body);
+    assert!(
+        parsed.is_ok(),
+        "not JSON: {}",
+        String::from_utf8_lossy(body)
+    );
+    parsed.unwrap()
 }
 
-const CHAT: &str = r#"{"model":"sluice-sim-1","messages":[{"role":"user","content":"Hello there"}]}"#;
+const CHAT: &str =
+    r#"{"model":"sluice-sim-1","messages":[{"role":"user","content":"Hello there"}]}"#;
 
 #[tokio::test]
 async fn health_needs_no_signature() {
@@ -59,27 +84,46 @@ async fn health_needs_no_signature() {
 
 #[tokio::test]
 async fn signed_chat_completion_is_answered_by_the_simulated_provider() {
-    let (status, headers, body) = send(signed("POST", "/v1/chat/completions", CHAT, unix_now())).await;
+    let (status, headers, body) =
+        send(signed("POST", "/v1/chat/completions", CHAT, unix_now())).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "sluice-sim-1");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("Hello there"));
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Hello there")
+    );
     let usage = &v["usage"];
-    assert_eq!(usage["total_tokens"].as_u64(), Some(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        )
+    );
     assert_eq!(headers["x-sluice-provider"], "simulated");
 }
 
 #[tokio::test]
 async fn unsigned_stale_or_tampered_requests_get_401() {
-    let unsigned = Request::post("/v1/chat/completions").body(Body::from(CHAT)).unwrap();
+    let unsigned = Request::post("/v1/chat/completions")
+        .body(Body::from(CHAT))
+        .unwrap();
     let (status, headers, body) = send(unsigned).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(json(&body)["error"]["code"], "edge_signature_required");
     assert!(headers.contains_key("www-authenticate"));
 
-    let (status, _, _) = send(signed("POST", "/v1/chat/completions", CHAT, unix_now() - 120)).await;
+    let (status, _, _) = send(signed(
+        "POST",
+        "/v1/chat/completions",
+        CHAT,
+        unix_now() - 120,
+    ))
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let mut retargeted = signed("POST", "/v1/chat/completions", CHAT, unix_now());
@@ -90,12 +134,24 @@ async fn unsigned_stale_or_tampered_requests_get_401() {
 
 #[tokio::test]
 async fn bad_input_gets_openai_shaped_4xx_naming_the_field() {
-    let (status, _, body) = send(signed("POST", "/v1/chat/completions", "{\"model\": ", unix_now())).await;
+    let (status, _, body) = send(signed(
+        "POST",
+        "/v1/chat/completions",
+        "{\"model\": ",
+        unix_now(),
+    ))
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(json(&body)["error"]["type"], "invalid_request_error");
 
     let wrong_type = r#"{"model":"sluice-sim-1","messages":"hi"}"#;
-    let (status, _, body) = send(signed("POST", "/v1/chat/completions", wrong_type, unix_now())).await;
+    let (status, _, body) = send(signed(
+        "POST",
+        "/v1/chat/completions",
+        wrong_type,
+        unix_now(),
+    ))
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(json(&body)["error"]["param"], "messages");
 
@@ -104,7 +160,10 @@ async fn bad_input_gets_openai_shaped_4xx_naming_the_field() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(json(&body)["error"]["code"], "model_not_found");
 
-    let huge = format!(r#"{{"model":"sluice-sim-1","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4096));
+    let huge = format!(
+        r#"{{"model":"sluice-sim-1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(4096)
+    );
     let (status, _, body) = send(signed("POST", "/v1/chat/completions", huge, unix_now())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&body)["error"]["code"], "request_too_large");
@@ -113,29 +172,43 @@ async fn bad_input_gets_openai_shaped_4xx_naming_the_field() {
 #[tokio::test]
 async fn streamed_completion_is_server_sent_events() {
     let body = r#"{"model":"sluice-sim-1","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-    let (status, headers, body) = send(signed("POST", "/v1/chat/completions", body, unix_now())).await;
+    let (status, headers, body) =
+        send(signed("POST", "/v1/chat/completions", body, unix_now())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/event-stream");
     let text = String::from_utf8(body).unwrap();
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.last(), Some(&"data: [DONE]"));
-    let usage = json(events[events.len() - 2].strip_prefix("data: ").unwrap().as_bytes());
+    let usage = json(
+        events[events.len() - 2]
+            .strip_prefix("data: ")
+            .unwrap()
+            .as_bytes(),
+    );
     assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     let content: String = events[..events.len() - 2]
         .iter()
         .map(|e| json(e.strip_prefix("data: ").unwrap().as_bytes()))
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert!(content.contains("Hi"), "{content}");
 }
 
 #[tokio::test]
 async fn models_and_me_reflect_config_and_identity() {
-    let (status, headers, body) = send(signed("GET", "/v1/models", Body::empty(), unix_now())).await;
+    let (status, headers, body) =
+        send(signed("GET", "/v1/models", Body::empty(), unix_now())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body)["data"][0]["id"], "sluice-sim-1");
     assert_eq!(headers["cache-control"], "public, max-age=300");
     let (_, _, body) = send(signed("GET", "/v1/me", Body::empty(), unix_now())).await;
     let me = json(&body);
-    assert_eq!((me["subject"].as_str(), me["tier"].as_str()), (Some("alice"), Some("premium")));
+    assert_eq!(
+        (me["subject"].as_str(), me["tier"].as_str()),
+        (Some("alice"), Some("premium"))
+    );
 }

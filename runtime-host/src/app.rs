@@ -53,7 +53,9 @@ impl App {
             .find(|r| !r.prefix && r.path == path)
             .or_else(|| {
                 self.routes.iter().filter(|r| r.prefix).find(|r| {
-                    r.path == "/" || path == r.path || path.starts_with(&format!("{}/", r.path.trim_end_matches('/')))
+                    r.path == "/"
+                        || path == r.path
+                        || path.starts_with(&format!("{}/", r.path.trim_end_matches('/')))
                 })
             })
             .map(|r| (r, &self.components[r.component]))
@@ -74,7 +76,10 @@ fn resolve_variables(loaded: &Loaded, env: Env<'_>) -> Result<BTreeMap<String, S
                 out.insert(name.clone(), value);
             }
             None if var.get_ref().required => {
-                bail!("variable `{name}` is required: set SPIN_VARIABLE_{}", name.to_ascii_uppercase())
+                bail!(
+                    "variable `{name}` is required: set SPIN_VARIABLE_{}",
+                    name.to_ascii_uppercase()
+                )
             }
             None => {}
         }
@@ -99,7 +104,9 @@ fn engine(limits: &Limits) -> Result<Engine> {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasm engine")
 }
 
 pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'_>) -> Result<App> {
@@ -124,25 +131,36 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
         let spec = &loaded.manifest.component[&id];
         for label in &spec.key_value_stores {
             if !labels.contains(label) {
-                bail!("component `{id}` uses key-value store `{label}`, which runtime-config.toml does not define");
+                bail!(
+                    "component `{id}` uses key-value store `{label}`, which runtime-config.toml does not define"
+                );
             }
         }
         let resolved = |template: &str| manifest::expand(template, |n| variables.get(n).cloned());
         let mut component_vars = BTreeMap::new();
         for (name, template) in &spec.variables {
-            let value = resolved(template.get_ref())
-                .with_context(|| format!("component `{id}` variable `{name}` refers to an unset variable"))?;
+            let value = resolved(template.get_ref()).with_context(|| {
+                format!("component `{id}` variable `{name}` refers to an unset variable")
+            })?;
             component_vars.insert(name.clone(), value);
         }
         let mut allowed = Vec::new();
         for entry in &spec.allowed_outbound_hosts {
-            let value = resolved(entry.get_ref())
-                .with_context(|| format!("component `{id}`: allowed_outbound_hosts refers to an unset variable"))?;
-            allowed.push(AllowedHost::parse(&value).map_err(|e| loaded.invalid(entry.span(), format!("component.{id}.allowed_outbound_hosts"), e.to_string()))?);
+            let value = resolved(entry.get_ref()).with_context(|| {
+                format!("component `{id}`: allowed_outbound_hosts refers to an unset variable")
+            })?;
+            allowed.push(AllowedHost::parse(&value).map_err(|e| {
+                loaded.invalid(
+                    entry.span(),
+                    format!("component.{id}.allowed_outbound_hosts"),
+                    e.to_string(),
+                )
+            })?);
         }
 
         let source = base.join(spec.source.get_ref());
-        let main = std::fs::read(&source).with_context(|| format!("reading component `{id}` from {}", source.display()))?;
+        let main = std::fs::read(&source)
+            .with_context(|| format!("reading component `{id}` from {}", source.display()))?;
         let bytes = if spec.dependencies.is_empty() {
             main
         } else {
@@ -158,30 +176,66 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
             compose::compose(&main, &deps, spec.dependencies_inherit_configuration)
                 .with_context(|| format!("composing component `{id}`"))?
         };
-        let compiled = Component::new(&engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("compiling component `{id}`"))?;
-        let instance_pre = linker.instantiate_pre(&compiled).map_err(anyhow::Error::from).with_context(|| format!("linking component `{id}`"))?;
-        let pre = ProxyPre::new(instance_pre).map_err(anyhow::Error::from).with_context(|| format!("component `{id}` does not export wasi:http/incoming-handler"))?;
+        let compiled = Component::new(&engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling component `{id}`"))?;
+        let instance_pre = linker
+            .instantiate_pre(&compiled)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("linking component `{id}`"))?;
+        let pre = ProxyPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("component `{id}` does not export wasi:http/incoming-handler")
+            })?;
         let config = ComponentConfig {
             id: id.clone(),
             key_value_stores: spec.key_value_stores.clone(),
             variables: component_vars,
-            environment: spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            environment: spec
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             outbound: OutboundPolicy::new(allowed),
         };
         index_of.insert(id, components.len());
-        components.push(ServedComponent { config: Arc::new(config), pre });
+        components.push(ServedComponent {
+            config: Arc::new(config),
+            pre,
+        });
     }
 
     let mut routes = Vec::new();
     for trigger in &loaded.manifest.trigger.http {
-        let Route::Path(path) = trigger.route.get_ref() else { continue };
+        let Route::Path(path) = trigger.route.get_ref() else {
+            continue;
+        };
         let component = index_of[trigger.component.get_ref()];
         match path.strip_suffix("/...") {
-            Some(prefix) => routes.push(RouteEntry { path: if prefix.is_empty() { "/".into() } else { prefix.into() }, prefix: true, component }),
-            None => routes.push(RouteEntry { path: path.clone(), prefix: false, component }),
+            Some(prefix) => routes.push(RouteEntry {
+                path: if prefix.is_empty() {
+                    "/".into()
+                } else {
+                    prefix.into()
+                },
+                prefix: true,
+                component,
+            }),
+            None => routes.push(RouteEntry {
+                path: path.clone(),
+                prefix: false,
+                component,
+            }),
         }
     }
     // Longest prefix first, so `/v1/...` wins over `/...`.
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-    Ok(App { engine, components, routes, stores: Stores::new(labels), limits })
+    Ok(App {
+        engine,
+        components,
+        routes,
+        stores: Stores::new(labels),
+        limits,
+    })
 }

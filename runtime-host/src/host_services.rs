@@ -48,7 +48,9 @@ pub struct Stores(Arc<HashMap<String, Arc<MemoryStore>>>);
 
 impl Stores {
     pub fn new(labels: impl IntoIterator<Item = String>) -> Stores {
-        Stores(Arc::new(labels.into_iter().map(|l| (l, Arc::default())).collect()))
+        Stores(Arc::new(
+            labels.into_iter().map(|l| (l, Arc::default())).collect(),
+        ))
     }
 
     fn get(&self, label: &str) -> Option<Arc<MemoryStore>> {
@@ -76,7 +78,7 @@ type Res<T> = wasmtime::Result<Result<T, store::Error>>;
 
 impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> Res<Resource<Bucket>> {
-        if !self.component.key_value_stores.iter().any(|l| *l == identifier) {
+        if !self.component.key_value_stores.contains(&identifier) {
             return Ok(Err(store::Error::AccessDenied));
         }
         let Some(store) = self.stores.get(&identifier) else {
@@ -94,7 +96,13 @@ impl store::HostBucket for HostState {
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Res<()> {
         let store = &self.table.get(&bucket)?.store;
-        store.lock().insert(key, Slot { value, version: next_version() });
+        store.lock().insert(
+            key,
+            Slot {
+                value,
+                version: next_version(),
+            },
+        );
         Ok(Ok(()))
     }
 
@@ -107,8 +115,19 @@ impl store::HostBucket for HostState {
         Ok(Ok(self.table.get(&bucket)?.store.lock().contains_key(&key)))
     }
 
-    async fn list_keys(&mut self, bucket: Resource<Bucket>, _cursor: Option<String>) -> Res<store::KeyResponse> {
-        let keys = self.table.get(&bucket)?.store.lock().keys().cloned().collect();
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        _cursor: Option<String>,
+    ) -> Res<store::KeyResponse> {
+        let keys = self
+            .table
+            .get(&bucket)?
+            .store
+            .lock()
+            .keys()
+            .cloned()
+            .collect();
         Ok(Ok(store::KeyResponse { keys, cursor: None }))
     }
 
@@ -124,28 +143,56 @@ impl atomics::Host for HostState {
         let mut map = store.lock();
         let current = match map.get(&key) {
             None => 0,
-            Some(slot) => match std::str::from_utf8(&slot.value).ok().and_then(|v| v.parse::<i64>().ok()) {
+            Some(slot) => match std::str::from_utf8(&slot.value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
                 Some(n) => n,
-                None => return Ok(Err(store::Error::Other(format!("value of `{key}` is not an integer")))),
+                None => {
+                    return Ok(Err(store::Error::Other(format!(
+                        "value of `{key}` is not an integer"
+                    ))));
+                }
             },
         };
         let next = current.saturating_add(delta);
-        map.insert(key, Slot { value: next.to_string().into_bytes(), version: next_version() });
+        map.insert(
+            key,
+            Slot {
+                value: next.to_string().into_bytes(),
+                version: next_version(),
+            },
+        );
         Ok(Ok(next))
     }
 
-    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas_entry = self.table.delete(cas)?;
         let mut map = cas_entry.store.lock();
-        let unchanged = map.get(&cas_entry.key).map(|s| s.version) == cas_entry.seen.as_ref().map(|s| s.version);
+        let unchanged = map.get(&cas_entry.key).map(|s| s.version)
+            == cas_entry.seen.as_ref().map(|s| s.version);
         if !unchanged {
             // Hand back a fresh handle holding what is stored now, so the guest can retry.
             let seen = map.get(&cas_entry.key).cloned();
             drop(map);
-            let retry = self.table.push(Cas { store: cas_entry.store.clone(), key: cas_entry.key.clone(), seen })?;
+            let retry = self.table.push(Cas {
+                store: cas_entry.store.clone(),
+                key: cas_entry.key.clone(),
+                seen,
+            })?;
             return Ok(Err(atomics::CasError::CasFailed(retry)));
         }
-        map.insert(cas_entry.key.clone(), Slot { value, version: next_version() });
+        map.insert(
+            cas_entry.key.clone(),
+            Slot {
+                value,
+                version: next_version(),
+            },
+        );
         Ok(Ok(()))
     }
 }
@@ -158,7 +205,12 @@ impl atomics::HostCas for HostState {
     }
 
     async fn current(&mut self, cas: Resource<Cas>) -> Res<Option<Vec<u8>>> {
-        Ok(Ok(self.table.get(&cas)?.seen.as_ref().map(|s| s.value.clone())))
+        Ok(Ok(self
+            .table
+            .get(&cas)?
+            .seen
+            .as_ref()
+            .map(|s| s.value.clone())))
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
@@ -168,12 +220,22 @@ impl atomics::HostCas for HostState {
 }
 
 impl bindings::wasi::config::store::Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, bindings::wasi::config::store::Error>> {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, bindings::wasi::config::store::Error>> {
         Ok(Ok(self.component.variables.get(&key).cloned()))
     }
 
-    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, bindings::wasi::config::store::Error>> {
-        Ok(Ok(self.component.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+    async fn get_all(
+        &mut self,
+    ) -> wasmtime::Result<Result<Vec<(String, String)>, bindings::wasi::config::store::Error>> {
+        Ok(Ok(self
+            .component
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()))
     }
 }
 

@@ -11,11 +11,19 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}:{line}: {field}: {message}")]
-    Invalid { path: PathBuf, line: usize, field: String, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,68 +146,125 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn read(path: &Path) -> Result<Loaded, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Loaded::parse(path, text)
     }
 
     pub fn parse(path: &Path, text: String) -> Result<Loaded, ManifestError> {
-        let manifest: Manifest = toml::from_str(&text)
-            .map_err(|e| ManifestError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        let loaded = Loaded { manifest, path: path.to_path_buf(), text };
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let loaded = Loaded {
+            manifest,
+            path: path.to_path_buf(),
+            text,
+        };
         loaded.validate()?;
         Ok(loaded)
     }
 
     /// The folder `source` and dependency paths are relative to.
     pub fn base_dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
-    pub fn invalid(&self, span: std::ops::Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ManifestError {
-        let line = self.text.get(..span.start).map(|t| t.lines().count().max(1)).unwrap_or(1);
-        ManifestError::Invalid { path: self.path.clone(), line, field: field.into(), message: message.into() }
+    pub fn invalid(
+        &self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ManifestError {
+        let line = self
+            .text
+            .get(..span.start)
+            .map(|t| t.lines().count().max(1))
+            .unwrap_or(1);
+        ManifestError::Invalid {
+            path: self.path.clone(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn validate(&self) -> Result<(), ManifestError> {
         let m = &self.manifest;
         if *m.spin_manifest_version.get_ref() != 2 {
-            return Err(self.invalid(m.spin_manifest_version.span(), "spin_manifest_version", "only version 2 is supported"));
+            return Err(self.invalid(
+                m.spin_manifest_version.span(),
+                "spin_manifest_version",
+                "only version 2 is supported",
+            ));
         }
         for (name, var) in &m.variables {
             if !valid_variable_name(name) {
-                return Err(self.invalid(var.span(), format!("variables.{name}"), "names are lower-case letters, digits and `_`, starting with a letter"));
+                return Err(self.invalid(
+                    var.span(),
+                    format!("variables.{name}"),
+                    "names are lower-case letters, digits and `_`, starting with a letter",
+                ));
             }
             if var.get_ref().required && var.get_ref().default.is_some() {
-                return Err(self.invalid(var.span(), format!("variables.{name}"), "a required variable cannot have a default"));
+                return Err(self.invalid(
+                    var.span(),
+                    format!("variables.{name}"),
+                    "a required variable cannot have a default",
+                ));
             }
         }
         for (i, trigger) in m.trigger.http.iter().enumerate() {
             let name = trigger.component.get_ref();
             if !m.component.contains_key(name) {
-                return Err(self.invalid(trigger.component.span(), format!("trigger.http[{i}].component"), format!("no component named `{name}`")));
+                return Err(self.invalid(
+                    trigger.component.span(),
+                    format!("trigger.http[{i}].component"),
+                    format!("no component named `{name}`"),
+                ));
             }
-            if let Route::Path(route) = trigger.route.get_ref() {
-                if !route.starts_with('/') {
-                    return Err(self.invalid(trigger.route.span(), format!("trigger.http[{i}].route"), "a route starts with `/`"));
-                }
+            if let Route::Path(route) = trigger.route.get_ref()
+                && !route.starts_with('/')
+            {
+                return Err(self.invalid(
+                    trigger.route.span(),
+                    format!("trigger.http[{i}].route"),
+                    "a route starts with `/`",
+                ));
             }
         }
         for (id, component) in &m.component {
             for (var, value) in &component.variables {
                 if !valid_variable_name(var) {
-                    return Err(self.invalid(value.span(), format!("component.{id}.variables.{var}"), "names are lower-case letters, digits and `_`"));
+                    return Err(self.invalid(
+                        value.span(),
+                        format!("component.{id}.variables.{var}"),
+                        "names are lower-case letters, digits and `_`",
+                    ));
                 }
                 for reference in template_references(value.get_ref()) {
                     if !m.variables.contains_key(reference) {
-                        return Err(self.invalid(value.span(), format!("component.{id}.variables.{var}"), format!("no application variable `{reference}`")));
+                        return Err(self.invalid(
+                            value.span(),
+                            format!("component.{id}.variables.{var}"),
+                            format!("no application variable `{reference}`"),
+                        ));
                     }
                 }
             }
             for host in &component.allowed_outbound_hosts {
                 for reference in template_references(host.get_ref()) {
                     if !m.variables.contains_key(reference) {
-                        return Err(self.invalid(host.span(), format!("component.{id}.allowed_outbound_hosts"), format!("no application variable `{reference}`")));
+                        return Err(self.invalid(
+                            host.span(),
+                            format!("component.{id}.allowed_outbound_hosts"),
+                            format!("no application variable `{reference}`"),
+                        ));
                     }
                 }
             }
@@ -267,27 +332,45 @@ variables = { origin_url = "{{ origin }}" }
     #[test]
     fn accepts_a_minimal_manifest() {
         let loaded = parse(MINIMAL).unwrap();
-        assert_eq!(loaded.manifest.component["web"].source.get_ref(), "web.wasm");
+        assert_eq!(
+            loaded.manifest.component["web"].source.get_ref(),
+            "web.wasm"
+        );
     }
 
     #[test]
     fn unknown_field_is_named_with_its_line() {
-        let err = parse(&MINIMAL.replace("source = \"web.wasm\"", "source = \"web.wasm\"\nsorce = 1")).unwrap_err().to_string();
+        let err =
+            parse(&MINIMAL.replace("source = \"web.wasm\"", "source = \"web.wasm\"\nsorce = 1"))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("sorce"), "{err}");
         assert!(err.contains("line 12"), "{err}");
     }
 
     #[test]
     fn dangling_component_and_variable_are_named_with_their_line() {
-        let err = parse(&MINIMAL.replace("component = \"web\"", "component = \"wbe\"")).unwrap_err().to_string();
-        assert_eq!(err, "spin.toml:9: trigger.http[0].component: no component named `wbe`");
-        let err = parse(&MINIMAL.replace("{{ origin }}", "{{ orgin }}")).unwrap_err().to_string();
-        assert_eq!(err, "spin.toml:12: component.web.variables.origin_url: no application variable `orgin`");
+        let err = parse(&MINIMAL.replace("component = \"web\"", "component = \"wbe\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "spin.toml:9: trigger.http[0].component: no component named `wbe`"
+        );
+        let err = parse(&MINIMAL.replace("{{ origin }}", "{{ orgin }}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "spin.toml:12: component.web.variables.origin_url: no application variable `orgin`"
+        );
     }
 
     #[test]
     fn expands_templates() {
-        let got = expand("http://{{ host }}:{{port}}/x", |n| Some(if n == "host" { "a".into() } else { "1".into() }));
+        let got = expand("http://{{ host }}:{{port}}/x", |n| {
+            Some(if n == "host" { "a".into() } else { "1".into() })
+        });
         assert_eq!(got.as_deref(), Some("http://a:1/x"));
         assert_eq!(expand("{{ missing }}", |_| None), None);
     }

@@ -22,10 +22,16 @@ impl AllowedHost {
             return Err(err());
         }
         let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (host, Some(port.to_string())),
+            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
+                (host, Some(port.to_string()))
+            }
             _ => (rest, None),
         };
-        Ok(AllowedHost { scheme: scheme.to_ascii_lowercase(), host: host.to_ascii_lowercase(), port })
+        Ok(AllowedHost {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
@@ -62,8 +68,12 @@ impl OutboundPolicy {
     pub fn allows(&self, uri: &http::Uri) -> bool {
         let scheme = uri.scheme_str().unwrap_or("http");
         let Some(host) = uri.host() else { return false };
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        self.0.iter().any(|a| a.allows(scheme, host.trim_matches(['[', ']']), port))
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        self.0
+            .iter()
+            .any(|a| a.allows(scheme, host.trim_matches(['[', ']']), port))
     }
 }
 
@@ -72,12 +82,21 @@ mod tests {
     use super::*;
 
     fn policy(entries: &[&str]) -> OutboundPolicy {
-        OutboundPolicy::new(entries.iter().map(|e| AllowedHost::parse(e).unwrap()).collect())
+        OutboundPolicy::new(
+            entries
+                .iter()
+                .map(|e| AllowedHost::parse(e).unwrap())
+                .collect(),
+        )
     }
 
     #[test]
     fn matches_scheme_host_and_port() {
-        let p = policy(&["http://127.0.0.1:8081", "https://*.example.com", "*://localhost:*"]);
+        let p = policy(&[
+            "http://127.0.0.1:8081",
+            "https://*.example.com",
+            "*://localhost:*",
+        ]);
         assert!(p.allows(&"http://127.0.0.1:8081/v1".parse().unwrap()));
         assert!(!p.allows(&"http://127.0.0.1:8082/v1".parse().unwrap()));
         assert!(!p.allows(&"https://127.0.0.1:8081/v1".parse().unwrap()));

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
@@ -32,9 +35,14 @@ pub enum KeyValueStore {
 
 impl RuntimeConfig {
     pub fn read(path: &Path) -> Result<RuntimeConfig, RuntimeConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RuntimeConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| RuntimeConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| RuntimeConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| RuntimeConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -44,9 +52,15 @@ mod tests {
 
     #[test]
     fn parses_spin_store_and_rejects_unknown_types() {
-        let c: RuntimeConfig = toml::from_str("[key_value_store.default]\ntype = \"spin\"\n").unwrap();
-        assert!(matches!(c.key_value_store["default"], KeyValueStore::Spin { .. }));
-        let err = toml::from_str::<RuntimeConfig>("[key_value_store.default]\ntype = \"azure_cosmos\"\n").unwrap_err();
+        let c: RuntimeConfig =
+            toml::from_str("[key_value_store.default]\ntype = \"spin\"\n").unwrap();
+        assert!(matches!(
+            c.key_value_store["default"],
+            KeyValueStore::Spin { .. }
+        ));
+        let err =
+            toml::from_str::<RuntimeConfig>("[key_value_store.default]\ntype = \"azure_cosmos\"\n")
+                .unwrap_err();
         assert!(err.to_string().contains("azure_cosmos"), "{err}");
     }
 }

@@ -26,7 +26,11 @@ struct Server {
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight connections.
-pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     spawn_epoch_ticker(&app.engine);
     let slots = Semaphore::new(app.limits.max_concurrent_requests as usize);
     let server = Arc::new(Server { app, slots });
@@ -47,7 +51,9 @@ pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output
             let server = server.clone();
             async move { Ok::<_, std::convert::Infallible>(server.handle(req, client).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -86,7 +92,11 @@ impl Server {
         let limits = &self.app.limits;
         let mut store = Store::new(
             &self.app.engine,
-            HostState::new(component.config.clone(), self.app.stores.clone(), limits.max_memory_bytes),
+            HostState::new(
+                component.config.clone(),
+                self.app.stores.clone(),
+                limits.max_memory_bytes,
+            ),
         );
         store.limiter(|s| &mut s.limits);
         let ticks = (limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -96,7 +106,10 @@ impl Server {
         let req = with_spin_headers(req, client, &route.path, route.prefix);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
-            let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let incoming = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             Ok((incoming, out))
         })();
@@ -115,7 +128,10 @@ impl Server {
         let task = tokio::spawn(async move {
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
@@ -146,12 +162,38 @@ impl Server {
 }
 
 /// The request headers Spin adds, so components behave the same on both hosts.
-fn with_spin_headers(mut req: hyper::Request<Incoming>, client: SocketAddr, route: &str, prefix: bool) -> hyper::Request<Incoming> {
+fn with_spin_headers(
+    mut req: hyper::Request<Incoming>,
+    client: SocketAddr,
+    route: &str,
+    prefix: bool,
+) -> hyper::Request<Incoming> {
     let path = req.uri().path().to_string();
-    let path_info = if prefix { path.strip_prefix(route.trim_end_matches('/')).unwrap_or("").to_string() } else { String::new() };
-    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
-    let full_url = format!("http://{host}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-    let matched = if prefix { format!("{}/...", route.trim_end_matches('/')) } else { route.to_string() };
+    let path_info = if prefix {
+        path.strip_prefix(route.trim_end_matches('/'))
+            .unwrap_or("")
+            .to_string()
+    } else {
+        String::new()
+    };
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let full_url = format!(
+        "http://{host}{}",
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let matched = if prefix {
+        format!("{}/...", route.trim_end_matches('/'))
+    } else {
+        route.to_string()
+    };
     let headers = req.headers_mut();
     for (name, value) in [
         ("spin-client-addr", client.to_string()),
@@ -169,9 +211,15 @@ fn with_spin_headers(mut req: hyper::Request<Incoming>, client: SocketAddr, rout
 }
 
 fn plain(status: u16, message: &'static str) -> Response {
-    let body = Full::new(Bytes::from_static(message.as_bytes())).map_err(|never: std::convert::Infallible| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from_static(message.as_bytes()))
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync();
     let mut response = hyper::Response::new(body);
-    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
     response
 }

@@ -2,6 +2,10 @@
 //!
 //! Needs the components built first (`cargo xtask edge`, which the test
 //! command runs); a missing component fails the test, never skips it.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: any failure should fail the test"
+)]
 
 use sluice_host::app::{self, App, Limits};
 use sluice_host::manifest::Loaded;
@@ -10,17 +14,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn wasm(name: &str) -> PathBuf {
     let path = repo().join("target/wasm").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `cargo xtask edge` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask edge` first",
+        path.display()
+    );
     path
 }
 
 fn limits(timeout: Duration, memory_mib: usize) -> Limits {
-    Limits { max_concurrent_requests: 16, max_memory_bytes: memory_mib << 20, request_timeout: timeout }
+    Limits {
+        max_concurrent_requests: 16,
+        max_memory_bytes: memory_mib << 20,
+        request_timeout: timeout,
+    }
 }
 
 /// Writes a manifest serving the probe under `/...` and loads it.
@@ -43,7 +58,11 @@ fn probe_app(allowed: &[String], limits: Limits) -> App {
 async fn serve(app: App) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(sluice_host::server::serve(app, listener, std::future::pending()));
+    tokio::spawn(sluice_host::server::serve(
+        app,
+        listener,
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 
@@ -58,7 +77,11 @@ async fn serves_a_component_and_survives_its_traps() {
     assert_eq!(get(&base).await, (200, "ok".into()));
     let (status, _) = get(&format!("{base}/trap")).await;
     assert_eq!(status, 500);
-    assert_eq!(get(&format!("{base}/after")).await, (200, "ok".into()), "host keeps serving after a trap");
+    assert_eq!(
+        get(&format!("{base}/after")).await,
+        (200, "ok".into()),
+        "host keeps serving after a trap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,7 +90,11 @@ async fn a_runaway_component_is_stopped_at_the_deadline() {
     let started = std::time::Instant::now();
     let (status, _) = get(&format!("{base}/loop")).await;
     assert_eq!(status, 500);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(get(&base).await.0, 200);
 }
 
@@ -75,7 +102,10 @@ async fn a_runaway_component_is_stopped_at_the_deadline() {
 async fn memory_is_capped_per_instance() {
     let base = serve(probe_app(&[], limits(Duration::from_secs(30), 32))).await;
     let (status, body) = get(&format!("{base}/alloc")).await;
-    assert_eq!(status, 500, "allocation of 1 GiB must fail under a 32 MiB cap: {body}");
+    assert_eq!(
+        status, 500,
+        "allocation of 1 GiB must fail under a 32 MiB cap: {body}"
+    );
     assert_eq!(get(&base).await.0, 200);
 }
 
@@ -87,8 +117,15 @@ async fn outbound_requests_follow_allowed_outbound_hosts() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("outbound refused"), "{body}");
 
-    let open = serve(probe_app(std::slice::from_ref(&target), limits(Duration::from_secs(30), 64))).await;
-    assert_eq!(get(&format!("{open}/fetch?url={target}/")).await, (200, "upstream answered 200".into()));
+    let open = serve(probe_app(
+        std::slice::from_ref(&target),
+        limits(Duration::from_secs(30), 64),
+    ))
+    .await;
+    assert_eq!(
+        get(&format!("{open}/fetch?url={target}/")).await,
+        (200, "upstream answered 200".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,11 +134,26 @@ async fn the_edge_manifest_composes_and_links() {
         wasm(name);
     }
     let loaded = Loaded::read(&repo().join("spin.toml")).unwrap();
-    let err = app::load(&loaded, &RuntimeConfig::default(), limits(Duration::from_secs(5), 64), &|_| None).err();
+    let err = app::load(
+        &loaded,
+        &RuntimeConfig::default(),
+        limits(Duration::from_secs(5), 64),
+        &|_| None,
+    )
+    .err();
     let err = err.map(|e| format!("{e:#}")).unwrap_or_default();
-    assert!(err.contains("edge_secret") && err.contains("required"), "a required variable without a value is refused: {err}");
+    assert!(
+        err.contains("edge_secret") && err.contains("required"),
+        "a required variable without a value is refused: {err}"
+    );
     let env = |name: &str| (name == "SPIN_VARIABLE_EDGE_SECRET").then(|| "s".repeat(32));
-    let app = app::load(&loaded, &RuntimeConfig::default(), limits(Duration::from_secs(5), 64), &env).unwrap();
+    let app = app::load(
+        &loaded,
+        &RuntimeConfig::default(),
+        limits(Duration::from_secs(5), 64),
+        &env,
+    )
+    .unwrap();
     assert_eq!(app.components.len(), 1);
     let (_, gateway) = app.route("/v1/chat/completions").unwrap();
     assert_eq!(gateway.config.variables["rate_limit_free"], "60/1m");
@@ -109,11 +161,18 @@ async fn the_edge_manifest_composes_and_links() {
 
 #[test]
 fn spin_toml_validates_against_spins_schema() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("runtime-host/tests/spin-manifest-v2.schema.json")).unwrap()).unwrap();
-    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(repo().join("spin.toml")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("runtime-host/tests/spin-manifest-v2.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("spin.toml")).unwrap()).unwrap();
     let manifest = serde_json::to_value(manifest).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&manifest).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&manifest)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }

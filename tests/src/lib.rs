@@ -1,5 +1,9 @@
 //! Starts the real stack (origin + runtime-host serving spin.toml) as processes
 //! on ephemeral ports, for end-to-end tests. Processes die with the `Stack`.
+#![expect(
+    clippy::panic,
+    reason = "a test harness that cannot start the stack must fail the test"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -10,20 +14,34 @@ pub const DEMO_KEY: &str = "sk-sluice-e2e-alice";
 pub const OTHER_KEY: &str = "sk-sluice-e2e-bob";
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// `target/debug` (or whichever profile built this test), where cargo put the binaries.
 fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build with `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build with `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 pub struct Stack {
@@ -74,10 +92,20 @@ impl Stack {
             .env("SPIN_VARIABLE_API_KEYS", keys)
             .stdout(Stdio::null());
         for (name, value) in &options.edge_variables {
-            host.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
+            host.env(
+                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                value,
+            );
         }
-        let host_child = host.spawn().unwrap_or_else(|e| panic!("starting sluice-host: {e}"));
-        let stack = Stack { edge, origin, secret, children: vec![origin_child, host_child] };
+        let host_child = host
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sluice-host: {e}"));
+        let stack = Stack {
+            edge,
+            origin,
+            secret,
+            children: vec![origin_child, host_child],
+        };
         wait_healthy(&format!("{}/health", stack.origin)).await;
         wait_healthy(&format!("{}/health", stack.edge)).await;
         stack
@@ -97,10 +125,10 @@ fn rand_u128() -> u128 {
 async fn wait_healthy(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

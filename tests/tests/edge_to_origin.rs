@@ -1,4 +1,8 @@
 //! Client -> runtime-host (spin.toml: gateway + auth + rate limit + cache) -> origin.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: any failure should fail the test"
+)]
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -9,7 +13,10 @@ fn chat_body(text: &str) -> Value {
 }
 
 async fn post(url: &str, key: Option<&str>, body: String) -> reqwest::Response {
-    let mut req = reqwest::Client::new().post(url).header("content-type", "application/json").body(body);
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(key) = key {
         req = req.bearer_auth(key);
     }
@@ -17,20 +24,35 @@ async fn post(url: &str, key: Option<&str>, body: String) -> reqwest::Response {
 }
 
 async fn get(url: &str, key: &str) -> reqwest::Response {
-    reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap()
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chat_completion_through_the_edge() {
     let stack = Stack::start(Options::default()).await;
-    let r = post(&format!("{}/v1/chat/completions", stack.edge), Some(DEMO_KEY), chat_body("ping through the edge").to_string()).await;
+    let r = post(
+        &format!("{}/v1/chat/completions", stack.edge),
+        Some(DEMO_KEY),
+        chat_body("ping through the edge").to_string(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-ratelimit-limit"], "60");
     assert_eq!(r.headers()["x-sluice-provider"], "simulated");
     assert!(r.headers().contains_key("ratelimit-policy"));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
-    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("ping through the edge"));
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("ping through the edge")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,7 +62,12 @@ async fn missing_or_wrong_key_gets_401_with_a_challenge() {
     for key in [None, Some("sk-wrong")] {
         let r = post(&url, key, chat_body("hi").to_string()).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "invalid_api_key");
     }
@@ -48,7 +75,10 @@ async fn missing_or_wrong_key_gets_401_with_a_challenge() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_the_limit_gets_429_with_retry_after() {
-    let stack = Stack::start(Options { edge_variables: vec![("rate_limit_free", "3/1m".into())] }).await;
+    let stack = Stack::start(Options {
+        edge_variables: vec![("rate_limit_free", "3/1m".into())],
+    })
+    .await;
     let url = format!("{}/v1/chat/completions", stack.edge);
     for remaining in ["2", "1", "0"] {
         let r = post(&url, Some(DEMO_KEY), chat_body("x").to_string()).await;
@@ -57,27 +87,47 @@ async fn over_the_limit_gets_429_with_retry_after() {
     }
     let r = post(&url, Some(DEMO_KEY), chat_body("x").to_string()).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&retry_after), "retry-after {retry_after}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status_code"], 429);
-    assert_eq!(v["detail"], format!("Rate limit exceeded. Try again in {retry_after} seconds."));
+    assert_eq!(
+        v["detail"],
+        format!("Rate limit exceeded. Try again in {retry_after} seconds.")
+    );
     assert_eq!(v["error"]["type"], "rate_limit_error");
     // Another principal has its own budget.
-    assert_eq!(post(&url, Some(OTHER_KEY), chat_body("x").to_string()).await.status(), StatusCode::OK);
+    assert_eq!(
+        post(&url, Some(OTHER_KEY), chat_body("x").to_string())
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_origin_refuses_requests_that_bypass_the_edge() {
     let stack = Stack::start(Options::default()).await;
-    let r = post(&format!("{}/v1/chat/completions", stack.origin), Some(DEMO_KEY), chat_body("sneaky").to_string()).await;
+    let r = post(
+        &format!("{}/v1/chat/completions", stack.origin),
+        Some(DEMO_KEY),
+        chat_body("sneaky").to_string(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "edge_signature_required");
     // Forged identity headers with a wrong key are refused too.
     let r = reqwest::Client::new()
         .get(format!("{}/v1/me", stack.origin))
-        .header("x-sluice-identity", "eyJzdWIiOiJhZG1pbiIsInRpZXIiOiJhZG1pbiJ9")
+        .header(
+            "x-sluice-identity",
+            "eyJzdWIiOiJhZG1pbiIsInRpZXIiOiJhZG1pbiJ9",
+        )
         .header("x-sluice-timestamp", "0")
         .header("x-sluice-signature", "v1=00")
         .send()
@@ -90,11 +140,21 @@ async fn the_origin_refuses_requests_that_bypass_the_edge() {
 async fn a_malformed_body_gets_400_in_openai_shape() {
     let stack = Stack::start(Options::default()).await;
     let url = format!("{}/v1/chat/completions", stack.edge);
-    let r = post(&url, Some(DEMO_KEY), "{\"model\": \"sluice-sim-1\", \"messages\": [".into()).await;
+    let r = post(
+        &url,
+        Some(DEMO_KEY),
+        "{\"model\": \"sluice-sim-1\", \"messages\": [".into(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    let r = post(&url, Some(DEMO_KEY), json!({ "model": "sluice-sim-1", "messages": [{ "role": 7 }] }).to_string()).await;
+    let r = post(
+        &url,
+        Some(DEMO_KEY),
+        json!({ "model": "sluice-sim-1", "messages": [{ "role": 7 }] }).to_string(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["param"], "messages[0].role");
@@ -111,7 +171,11 @@ async fn cached_responses_stay_with_their_principal_unless_public() {
     assert!(second.headers().contains_key("age"));
     assert_eq!(second.json::<Value>().await.unwrap()["subject"], "alice");
     let bob = get(&me, OTHER_KEY).await;
-    assert_eq!(bob.headers()["x-cache"], "MISS", "bob must not get alice's cached /v1/me");
+    assert_eq!(
+        bob.headers()["x-cache"],
+        "MISS",
+        "bob must not get alice's cached /v1/me"
+    );
     assert_eq!(bob.json::<Value>().await.unwrap()["subject"], "bob");
 
     // /v1/models is `Cache-Control: public`: stored once, served to everyone.
@@ -120,13 +184,22 @@ async fn cached_responses_stay_with_their_principal_unless_public() {
     assert_eq!(get(&models, OTHER_KEY).await.headers()["x-cache"], "HIT");
 
     // The client's `no-cache` refreshes instead of reading the cache.
-    let refreshed = reqwest::Client::new().get(&me).bearer_auth(DEMO_KEY).header("cache-control", "no-cache").send().await.unwrap();
+    let refreshed = reqwest::Client::new()
+        .get(&me)
+        .bearer_auth(DEMO_KEY)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refreshed.headers()["x-cache"], "BYPASS");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_sdk_works_through_the_edge() {
-    let stack = Stack::start(Options { edge_variables: vec![("rate_limit_free", "4/1m".into())] }).await;
+    let stack = Stack::start(Options {
+        edge_variables: vec![("rate_limit_free", "4/1m".into())],
+    })
+    .await;
     let script = sluice_e2e::repo().join("tests/sdk/openai_sdk.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
@@ -135,7 +208,13 @@ async fn the_openai_python_sdk_works_through_the_edge() {
         .output()
         .await
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "SDK script failed:\n{stdout}\n{stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
 }

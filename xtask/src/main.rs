@@ -40,7 +40,13 @@ enum Adapter {
     Reactor,
 }
 
-const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "wasi-libc"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "lld-22",
+    "wasi-libc",
+];
 const TARGET: &str = "wasm32-wasip1";
 
 fn main() {
@@ -57,7 +63,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn build_edge() -> Result<()> {
@@ -72,7 +81,8 @@ fn build_edge() -> Result<()> {
         if is_newer(&out, &module) {
             continue;
         }
-        let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+        let bytes =
+            std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
         let component = encode(&bytes, *adapter).with_context(|| format!("encoding {name}"))?;
         std::fs::write(&out, component)?;
         println!("component {}", out.display());
@@ -109,12 +119,21 @@ fn compile(edge: &Path) -> Result<()> {
         // must not win, and the wasm std is built from rust-web-src.
         let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
         Command::new("/usr/bin/cargo")
-            .args(["build", "--release", "--target", TARGET, "-Zbuild-std=std,panic_abort"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "-Zbuild-std=std,panic_abort",
+            ])
             .current_dir(edge)
             .env("PATH", path)
             .env("RUSTC", "/usr/bin/rustc")
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTFLAGS", "-C link-self-contained=no -L /usr/lib/wasm32-wasi")
+            .env(
+                "RUSTFLAGS",
+                "-C link-self-contained=no -L /usr/lib/wasm32-wasi",
+            )
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .env_remove("RUSTC_WRAPPER")
@@ -130,7 +149,11 @@ fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(false)
 }
 
@@ -142,11 +165,20 @@ fn ensure_debian_toolchain() -> Result<()> {
     if present {
         return Ok(());
     }
-    println!("installing Debian's Rust for the wasm build: {}", DEBIAN_PACKAGES.join(" "));
+    println!(
+        "installing Debian's Rust for the wasm build: {}",
+        DEBIAN_PACKAGES.join(" ")
+    );
     let apt = |args: &[&str]| -> Result<()> {
-        let status = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
         if !status.success() {
-            bail!("apt-get {} failed ({status}); run it as root", args.join(" "));
+            bail!(
+                "apt-get {} failed ({status}); run it as root",
+                args.join(" ")
+            );
         }
         Ok(())
     };

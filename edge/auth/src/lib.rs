@@ -17,15 +17,28 @@ struct Auth;
 
 impl Guest for Auth {
     fn authenticate(head: RequestHead) -> Result<Principal, Denial> {
-        let header = head.headers.iter().find(|(name, _)| name == "authorization").map(|(_, v)| v.as_str());
+        let header = head
+            .headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .map(|(_, v)| v.as_str());
         let Some(header) = header else {
-            return Err(unauthorized("Missing API key. Send `Authorization: Bearer <key>`.", None));
+            return Err(unauthorized(
+                "Missing API key. Send `Authorization: Bearer <key>`.",
+                None,
+            ));
         };
         if header.len() > MAX_CREDENTIAL_BYTES {
-            return Err(unauthorized("Credential too large.", Some("invalid_request")));
+            return Err(unauthorized(
+                "Credential too large.",
+                Some("invalid_request"),
+            ));
         }
         let Some(token) = bearer_token(header) else {
-            return Err(unauthorized("Authorization header must use the Bearer scheme.", Some("invalid_request")));
+            return Err(unauthorized(
+                "Authorization header must use the Bearer scheme.",
+                Some("invalid_request"),
+            ));
         };
         let records = match config::get("api_keys") {
             Ok(spec) => api_key::parse_records(spec.as_deref().unwrap_or("")),
@@ -39,7 +52,10 @@ impl Guest for Auth {
                 key_id: Some(api_key::key_id(&record.hash).to_string()),
                 scopes: Vec::new(),
             }),
-            None => Err(unauthorized("Incorrect API key provided.", Some("invalid_token"))),
+            None => Err(unauthorized(
+                "Incorrect API key provided.",
+                Some("invalid_token"),
+            )),
         }
     }
 }
@@ -70,9 +86,14 @@ fn unauthorized(message: &str, error: Option<&str>) -> Denial {
             ("www-authenticate".into(), challenge),
             ("content-type".into(), "application/json".into()),
         ],
-        body: errors::openai_error(message, "invalid_request_error", Some("invalid_api_key"), None)
-            .to_string()
-            .into_bytes(),
+        body: errors::openai_error(
+            message,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            None,
+        )
+        .to_string()
+        .into_bytes(),
     }
 }
 
@@ -80,7 +101,9 @@ fn internal(message: &str) -> Denial {
     Denial {
         status: 500,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: errors::openai_error(message, "server_error", None, None).to_string().into_bytes(),
+        body: errors::openai_error(message, "server_error", None, None)
+            .to_string()
+            .into_bytes(),
     }
 }
 

@@ -25,18 +25,39 @@ type Headers = Vec<(String, String)>;
 /// Request headers the origin must not see from the client: credentials, our own
 /// signed identity (which only the gateway may set), and hop-by-hop headers.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &[
-    "authorization", "host", "connection", "keep-alive", "transfer-encoding", "content-length",
-    "te", "upgrade", "proxy-authorization", "spin-client-addr",
-    edge_signature::IDENTITY_HEADER, edge_signature::TIMESTAMP_HEADER, edge_signature::SIGNATURE_HEADER,
+    "authorization",
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "spin-client-addr",
+    edge_signature::IDENTITY_HEADER,
+    edge_signature::TIMESTAMP_HEADER,
+    edge_signature::SIGNATURE_HEADER,
 ];
 
 /// Response headers not relayed from the origin (the host frames the body itself).
-const STRIPPED_RESPONSE_HEADERS: &[&str] = &["connection", "keep-alive", "transfer-encoding", "content-length"];
+const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+];
 
 #[http_component]
 async fn handle(req: Request) -> Response {
     if req.path() == "/health" {
-        return json(200, Vec::new(), serde_json::json!({ "status": "ok", "tier": "edge" }).to_string().into_bytes());
+        return json(
+            200,
+            Vec::new(),
+            serde_json::json!({ "status": "ok", "tier": "edge" })
+                .to_string()
+                .into_bytes(),
+        );
     }
     let head = request_head(&req);
 
@@ -63,9 +84,14 @@ async fn handle(req: Request) -> Response {
     let upstream = match forward(req, &who).await {
         Ok(response) => response,
         Err(message) => {
-            let body = errors::openai_error(&message, "server_error", Some("origin_unreachable"), None);
+            let body =
+                errors::openai_error(&message, "server_error", Some("origin_unreachable"), None);
             return from_denial(
-                Denial { status: 502, headers: Vec::new(), body: body.to_string().into_bytes() },
+                Denial {
+                    status: 502,
+                    headers: Vec::new(),
+                    body: body.to_string().into_bytes(),
+                },
                 limit_headers,
             );
         }
@@ -81,9 +107,17 @@ async fn handle(req: Request) -> Response {
     let mut headers = headers;
     let cache_status = match ticket {
         Some((ticket, label)) => {
-            let offered = cache::Response { status, headers: headers.clone(), body: body.clone() };
+            let offered = cache::Response {
+                status,
+                headers: headers.clone(),
+                body: body.clone(),
+            };
             let stored = cache::store(&ticket, &offered);
-            if label == "MISS" || stored { label } else { "BYPASS" }
+            if label == "MISS" || stored {
+                label
+            } else {
+                "BYPASS"
+            }
         }
         None => "BYPASS",
     };
@@ -96,12 +130,26 @@ fn request_head(req: &Request) -> RequestHead {
         .headers()
         .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), value.as_str()?.to_string())))
         .collect();
-    let client_ip = headers.iter().find(|(n, _)| n == "spin-client-addr").map(|(_, v)| {
-        // `ip:port` or `[v6]:port`.
-        v.rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']'])).unwrap_or(v).to_string()
-    });
-    let query = Some(req.query()).filter(|q| !q.is_empty()).map(str::to_string);
-    RequestHead { method: req.method().to_string(), path: req.path().to_string(), query, headers, client_ip }
+    let client_ip = headers
+        .iter()
+        .find(|(n, _)| n == "spin-client-addr")
+        .map(|(_, v)| {
+            // `ip:port` or `[v6]:port`.
+            v.rsplit_once(':')
+                .map(|(ip, _)| ip.trim_matches(['[', ']']))
+                .unwrap_or(v)
+                .to_string()
+        });
+    let query = Some(req.query())
+        .filter(|q| !q.is_empty())
+        .map(str::to_string);
+    RequestHead {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query,
+        headers,
+        client_ip,
+    }
 }
 
 /// Sends the request to the origin with the principal signed.
@@ -125,11 +173,17 @@ async fn forward(req: Request, who: &Principal) -> Result<Response, String> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let method = req.method().to_string();
-    let signature = edge_signature::sign(secret.as_bytes(), &method, &path_and_query, now, &identity);
-    let client_addr = req.header("spin-client-addr").and_then(|v| v.as_str()).map(str::to_string);
+    let signature =
+        edge_signature::sign(secret.as_bytes(), &method, &path_and_query, now, &identity);
+    let client_addr = req
+        .header("spin-client-addr")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
 
     let mut builder = Request::builder();
-    builder.method(req.method().clone()).uri(format!("{}{path_and_query}", origin.trim_end_matches('/')));
+    builder
+        .method(req.method().clone())
+        .uri(format!("{}{path_and_query}", origin.trim_end_matches('/')));
     for (name, value) in req.headers() {
         let lower = name.to_ascii_lowercase();
         if STRIPPED_REQUEST_HEADERS.contains(&lower.as_str()) {
@@ -147,7 +201,9 @@ async fn forward(req: Request, who: &Principal) -> Result<Response, String> {
         .header(edge_signature::TIMESTAMP_HEADER, now.to_string())
         .header(edge_signature::SIGNATURE_HEADER, signature);
     let outbound = builder.body(req.into_body()).build();
-    spin_sdk::http::send::<_, Response>(outbound).await.map_err(|e| format!("origin request failed: {e}"))
+    spin_sdk::http::send::<_, Response>(outbound)
+        .await
+        .map_err(|e| format!("origin request failed: {e}"))
 }
 
 fn setting(name: &str) -> Result<String, String> {

@@ -18,9 +18,15 @@ async fn handle(req: Request) -> Response {
             Response::new(200, format!("allocated {} MiB", chunks.len()))
         }
         "/fetch" => {
-            let url = req.query().strip_prefix("url=").unwrap_or_default().to_string();
+            let url = req
+                .query()
+                .strip_prefix("url=")
+                .unwrap_or_default()
+                .to_string();
             match spin_sdk::http::send::<_, Response>(Request::get(url)).await {
-                Ok(upstream) => Response::new(200, format!("upstream answered {}", upstream.status())),
+                Ok(upstream) => {
+                    Response::new(200, format!("upstream answered {}", upstream.status()))
+                }
                 Err(e) => Response::new(502, format!("outbound refused: {e}")),
             }
         }

@@ -24,19 +24,32 @@ struct RateLimit;
 impl Guest for RateLimit {
     fn check(who: Principal, _head: RequestHead) -> Result<Headers, Denial> {
         let tier = tier_name(who.tier);
-        let spec = config::get(&format!("rate_limit_{tier}")).ok().flatten().unwrap_or_default();
+        let spec = config::get(&format!("rate_limit_{tier}"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if spec.trim() == "unlimited" {
             return Ok(Vec::new());
         }
         let Some(quota) = gcra::Quota::parse(&spec) else {
-            return Err(server_error(&format!("rate_limit_{tier} is not a valid quota: {spec:?}")));
+            return Err(server_error(&format!(
+                "rate_limit_{tier} is not a valid quota: {spec:?}"
+            )));
         };
-        let fail_closed = config::get("rate_limit_fail_mode").ok().flatten().as_deref() == Some("closed");
+        let fail_closed = config::get("rate_limit_fail_mode")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("closed");
         let key = format!("rl:{tier}:{}", who.subject);
         match decide(&quota, &key) {
             Ok(decision) => {
                 let headers = headers(tier, &quota, &decision);
-                if decision.allowed { Ok(headers) } else { Err(too_many(headers, &decision)) }
+                if decision.allowed {
+                    Ok(headers)
+                } else {
+                    Err(too_many(headers, &decision))
+                }
             }
             Err(_) if fail_closed => Err(unavailable()),
             Err(_) => Ok(Vec::new()),
@@ -91,8 +104,14 @@ fn headers(policy: &str, quota: &gcra::Quota, d: &gcra::Decision) -> Headers {
     vec![
         ("x-ratelimit-limit".into(), quota.limit.to_string()),
         ("x-ratelimit-remaining".into(), d.remaining.to_string()),
-        ("ratelimit-policy".into(), format!("\"{policy}\";q={};w={window}", quota.limit)),
-        ("ratelimit".into(), format!("\"{policy}\";r={};t={reset}", d.remaining)),
+        (
+            "ratelimit-policy".into(),
+            format!("\"{policy}\";q={};w={window}", quota.limit),
+        ),
+        (
+            "ratelimit".into(),
+            format!("\"{policy}\";r={};t={reset}", d.remaining),
+        ),
     ]
 }
 
@@ -100,16 +119,28 @@ fn too_many(mut headers: Headers, d: &gcra::Decision) -> Denial {
     let retry_after = ceil_seconds(d.retry_after_ms).max(1);
     headers.push(("retry-after".into(), retry_after.to_string()));
     headers.push(("content-type".into(), "application/json".into()));
-    Denial { status: 429, headers, body: errors::rate_limited(retry_after).to_string().into_bytes() }
+    Denial {
+        status: 429,
+        headers,
+        body: errors::rate_limited(retry_after).to_string().into_bytes(),
+    }
 }
 
 fn unavailable() -> Denial {
     Denial {
         status: 503,
-        headers: vec![("content-type".into(), "application/json".into()), ("retry-after".into(), "1".into())],
-        body: errors::openai_error("Rate limiter unavailable.", "server_error", Some("rate_limiter_unavailable"), None)
-            .to_string()
-            .into_bytes(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("retry-after".into(), "1".into()),
+        ],
+        body: errors::openai_error(
+            "Rate limiter unavailable.",
+            "server_error",
+            Some("rate_limiter_unavailable"),
+            None,
+        )
+        .to_string()
+        .into_bytes(),
     }
 }
 
@@ -117,7 +148,9 @@ fn server_error(message: &str) -> Denial {
     Denial {
         status: 500,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: errors::openai_error(message, "server_error", None, None).to_string().into_bytes(),
+        body: errors::openai_error(message, "server_error", None, None)
+            .to_string()
+            .into_bytes(),
     }
 }
 

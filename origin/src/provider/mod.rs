@@ -22,5 +22,8 @@ pub enum ProviderError {
 pub trait ChatProvider: Send + Sync {
     /// Name reported in `x-sluice-provider`.
     fn name(&self) -> &'static str;
-    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>>;
 }
