@@ -176,3 +176,45 @@ fn spin_toml_validates_against_spins_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+/// Every crate of the edge workspace, and the test here that serves it. A new
+/// component fails this until it is built by `cargo xtask edge` and tested.
+const TESTED_COMPONENTS: &[(&str, &str)] = &[
+    (
+        "gateway",
+        "the_edge_manifest_composes_and_links (and tests/ end to end)",
+    ),
+    (
+        "auth",
+        "the_edge_manifest_composes_and_links (and tests/ end to end)",
+    ),
+    (
+        "ratelimit",
+        "the_edge_manifest_composes_and_links (and tests/ end to end)",
+    ),
+    (
+        "cache",
+        "the_edge_manifest_composes_and_links (and tests/ end to end)",
+    ),
+    ("probe", "serves_a_component_and_survives_its_traps"),
+];
+
+#[test]
+fn every_edge_crate_is_built_and_host_tested() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("edge/Cargo.toml")).unwrap()).unwrap();
+    let members: Vec<&str> = manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(!members.is_empty());
+    for member in members {
+        assert!(
+            TESTED_COMPONENTS.iter().any(|(name, _)| *name == member),
+            "edge crate `{member}` has no host test: add one and list it in TESTED_COMPONENTS"
+        );
+        wasm(member);
+    }
+}

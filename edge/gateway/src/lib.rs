@@ -89,7 +89,7 @@ async fn handle(req: Request) -> Response {
             return from_denial(
                 Denial {
                     status: 502,
-                    headers: Vec::new(),
+                    headers: vec![("content-type".into(), "application/json".into())],
                     body: body.to_string().into_bytes(),
                 },
                 limit_headers,
