@@ -31,7 +31,7 @@ fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build with `cargo build --workspace --bins` first",
+        "{} is missing: run `cargo test --workspace`, which builds it",
         path.display()
     );
     path
