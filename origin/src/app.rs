@@ -123,13 +123,14 @@ async fn chat_completions(
             param: None,
         },
     })?;
-    let (request, options) = chat::parse(&body)?;
+    let request = chat::parse(&body)?;
     let answer = chat::complete(&state.models, &request, unix_now()).await?;
     let usage = answer.response.usage;
     tracing::info!(subject = %who.sub, tier = who.tier.as_str(), model = %request.model, provider = answer.provider,
         prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion");
     let mut response = if request.stream.unwrap_or(false) {
-        let events = chat::sse_events(&answer.response, options.include_usage);
+        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        let events = chat::sse_events(&answer.response, include_usage);
         let stream =
             futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
         let mut response = Body::from_stream(stream).into_response();

@@ -3,7 +3,6 @@
 use crate::error::ApiError;
 use crate::openai::{AssistantMessage, ChatRequest, ChatResponse, Choice, Role};
 use crate::provider::ChatProvider;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,21 +28,8 @@ impl Models {
     }
 }
 
-/// Options of a streamed answer, read beside the request.
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptionsHolder {
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
 /// Parses a request body, naming the offending field on failure.
-pub fn parse(body: &[u8]) -> Result<(ChatRequest, StreamOptions), ApiError> {
+pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let request: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -85,11 +71,7 @@ pub fn parse(body: &[u8]) -> Result<(ChatRequest, StreamOptions), ApiError> {
             param: Some("temperature".into()),
         });
     }
-    let options = serde_json::from_slice::<StreamOptionsHolder>(body)
-        .ok()
-        .and_then(|h| h.stream_options)
-        .unwrap_or_default();
-    Ok((request, options))
+    Ok(request)
 }
 
 pub struct Answer {
@@ -211,12 +193,12 @@ mod tests {
 
     #[test]
     fn accepts_sdk_style_requests() {
-        let (req, opts) = parse(
+        let req = parse(
             br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,
                  "stream_options":{"include_usage":true},"n":1,"top_p":1}"#,
         )
         .unwrap();
         assert_eq!(req.messages[0].text(), "hi");
-        assert!(opts.include_usage);
+        assert!(req.stream_options.is_some_and(|o| o.include_usage));
     }
 }

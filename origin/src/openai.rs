@@ -17,6 +17,15 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     #[serde(default)]
     pub user: Option<String>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send token usage in a last chunk.
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -81,7 +81,7 @@ async fn handle(req: Request) -> Response {
         LookupResult::Bypass(ticket) => ticket.map(|t| (t, "BYPASS")),
     };
 
-    let upstream = match forward(req, &who).await {
+    let upstream = match forward(req, head.headers, &who).await {
         Ok(response) => response,
         Err(message) => {
             let body =
@@ -104,22 +104,23 @@ async fn handle(req: Request) -> Response {
         .collect();
     let body = upstream.into_body();
 
-    let mut headers = headers;
-    let cache_status = match ticket {
+    // The cache borrows the response, so it is offered without a copy and taken back.
+    let (mut headers, body, cache_status) = match ticket {
         Some((ticket, label)) => {
             let offered = cache::Response {
                 status,
-                headers: headers.clone(),
-                body: body.clone(),
+                headers,
+                body,
             };
             let stored = cache::store(&ticket, &offered);
-            if label == "MISS" || stored {
+            let label = if label == "MISS" || stored {
                 label
             } else {
                 "BYPASS"
-            }
+            };
+            (offered.headers, offered.body, label)
         }
-        None => "BYPASS",
+        None => (headers, body, "BYPASS"),
     };
     headers.push(("x-cache".into(), cache_status.into()));
     respond(status, headers, limit_headers, body)
@@ -152,8 +153,9 @@ fn request_head(req: &Request) -> RequestHead {
     }
 }
 
-/// Sends the request to the origin with the principal signed.
-async fn forward(req: Request, who: &Principal) -> Result<Response, String> {
+/// Sends the request to the origin with the principal signed. `headers` are the
+/// request's, already lower-cased by `request_head`.
+async fn forward(req: Request, headers: Headers, who: &Principal) -> Result<Response, String> {
     let origin = setting("origin_url")?;
     let secret = setting("edge_secret")?;
     let path_and_query = req.path_and_query().unwrap_or("/").to_string();
@@ -175,22 +177,18 @@ async fn forward(req: Request, who: &Principal) -> Result<Response, String> {
     let method = req.method().to_string();
     let signature =
         edge_signature::sign(secret.as_bytes(), &method, &path_and_query, now, &identity);
-    let client_addr = req
-        .header("spin-client-addr")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let client_addr = headers
+        .iter()
+        .find(|(name, _)| name == "spin-client-addr")
+        .map(|(_, value)| value.clone());
 
     let mut builder = Request::builder();
     builder
         .method(req.method().clone())
         .uri(format!("{}{path_and_query}", origin.trim_end_matches('/')));
-    for (name, value) in req.headers() {
-        let lower = name.to_ascii_lowercase();
-        if STRIPPED_REQUEST_HEADERS.contains(&lower.as_str()) {
-            continue;
-        }
-        if let Some(value) = value.as_str() {
-            builder.header(lower, value);
+    for (name, value) in headers {
+        if !STRIPPED_REQUEST_HEADERS.contains(&name.as_str()) {
+            builder.header(name, value);
         }
     }
     if let Some(addr) = client_addr {
