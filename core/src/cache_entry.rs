@@ -1,6 +1,7 @@
 //! Response-cache rules: keys scoped to a principal, `Cache-Control` handling,
 //! and the stored entry format.
 
+use crate::route::RoutePattern;
 use sha2::{Digest, Sha256};
 
 /// Whose responses a cache key can hold.
@@ -28,13 +29,35 @@ pub fn request_digest(method: &str, path: &str, query: Option<&str>, body: &[u8]
     hex::encode(h.finalize())
 }
 
-/// The store key for a digest in a scope. Private keys carry a hash of the
-/// subject, so keys of two subjects never coincide and one subject's entries
-/// share a prefix (for purges).
-pub fn scoped_key(scope: Scope<'_>, digest: &str) -> String {
+/// The store key for a digest in a scope at a generation. Private keys carry a
+/// hash of the subject, so keys of two subjects never coincide. Raising a
+/// generation (see `generation_key`) makes every key built with the old one
+/// unreachable at once: invalidation without listing or deleting entries.
+pub fn scoped_key(scope: Scope<'_>, generation: &Generation, digest: &str) -> String {
     match scope {
-        Scope::Principal(subject) => format!("cache:p:{}:{digest}", subject_tag(subject)),
-        Scope::Public => format!("cache:pub:{digest}"),
+        Scope::Principal(subject) => format!(
+            "cache:p:{}:{}.{}:{digest}",
+            subject_tag(subject),
+            generation.all,
+            generation.subject
+        ),
+        Scope::Public => format!("cache:pub:{}:{digest}", generation.all),
+    }
+}
+
+/// The generations a key is built with: one for everything (purge all) and one
+/// per subject (their writes, or a purge of their entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Generation {
+    pub all: u64,
+    pub subject: u64,
+}
+
+/// Where a generation counter lives: `None` for the one over every entry.
+pub fn generation_key(subject: Option<&str>) -> String {
+    match subject {
+        Some(subject) => format!("cache:gen:{}", subject_tag(subject)),
+        None => "cache:gen:all".to_string(),
     }
 }
 
@@ -237,10 +260,23 @@ mod tests {
                                                      body in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assume!(a != b);
             let digest = request_digest("GET", &path, None, &body);
-            let ka = scoped_key(Scope::Principal(&a), &digest);
-            let kb = scoped_key(Scope::Principal(&b), &digest);
+            let g = Generation::default();
+            let ka = scoped_key(Scope::Principal(&a), &g, &digest);
+            let kb = scoped_key(Scope::Principal(&b), &g, &digest);
             prop_assert_ne!(&ka, &kb);
-            prop_assert_ne!(ka, scoped_key(Scope::Public, &digest));
+            prop_assert_ne!(&ka, &scoped_key(Scope::Public, &g, &digest));
+            prop_assert_ne!(generation_key(Some(&a)), generation_key(Some(&b)));
+        }
+
+        /// A raised generation never rebuilds a key of an earlier one.
+        #[test]
+        fn generations_separate_keys(all in 0u64..1000, sub in 0u64..1000, d_all in 0u64..3, d_sub in 0u64..3) {
+            prop_assume!(d_all + d_sub > 0);
+            let digest = request_digest("GET", "/v1/conversations", None, b"");
+            let old = Generation { all, subject: sub };
+            let new = Generation { all: all + d_all, subject: sub + d_sub };
+            prop_assert_ne!(scoped_key(Scope::Principal("u"), &old, &digest),
+                            scoped_key(Scope::Principal("u"), &new, &digest));
         }
 
         #[test]
@@ -252,21 +288,16 @@ mod tests {
     }
 }
 
-/// A cacheable route: `METHOD /path=ttl_seconds`, where a path ending in `*` is a prefix.
+/// A cacheable route: `METHOD /path=ttl_seconds` (path as in `crate::route`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub method: String,
-    pub path: String,
+    pub pattern: RoutePattern,
     pub ttl_seconds: u64,
 }
 
 impl Route {
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.eq_ignore_ascii_case(method)
-            && match self.path.strip_suffix('*') {
-                Some(prefix) => path.starts_with(prefix),
-                None => self.path == path,
-            }
+        self.pattern.matches(method, path)
     }
 }
 
@@ -276,7 +307,7 @@ pub struct RouteError {
     pub index: usize,
 }
 
-/// Parses comma-separated routes, e.g. `GET /v1/me=600, GET /v1/conversations*=300`.
+/// Parses comma-separated routes, e.g. `GET /v1/me=600, GET /v1/conversations/*/messages=300`.
 pub fn parse_routes(spec: &str) -> Result<Vec<Route>, RouteError> {
     spec.split(',')
         .map(str::trim)
@@ -284,15 +315,10 @@ pub fn parse_routes(spec: &str) -> Result<Vec<Route>, RouteError> {
         .enumerate()
         .map(|(index, rule)| {
             let (head, ttl) = rule.rsplit_once('=').ok_or(RouteError { index })?;
-            let (method, path) = head.trim().split_once(' ').ok_or(RouteError { index })?;
             let ttl_seconds = ttl.trim().parse().map_err(|_| RouteError { index })?;
-            let path = path.trim();
-            if !path.starts_with('/') || method.is_empty() {
-                return Err(RouteError { index });
-            }
+            let pattern = RoutePattern::parse(head).map_err(|_| RouteError { index })?;
             Ok(Route {
-                method: method.to_ascii_uppercase(),
-                path: path.to_string(),
+                pattern,
                 ttl_seconds,
             })
         })
@@ -305,7 +331,7 @@ mod route_tests {
 
     #[test]
     fn parses_and_matches_routes() {
-        let routes = parse_routes("GET /v1/me=600, get /v1/conversations*=300").unwrap();
+        let routes = parse_routes("GET /v1/me=600, get /v1/conversations/*/messages=300").unwrap();
         assert!(routes[0].matches("GET", "/v1/me"));
         assert!(!routes[0].matches("GET", "/v1/me/x"));
         assert!(!routes[0].matches("POST", "/v1/me"));

@@ -11,7 +11,7 @@ pub struct Quota {
 }
 
 impl Quota {
-    fn emission_interval_ms(&self) -> u64 {
+    pub fn emission_interval_ms(&self) -> u64 {
         (self.period_ms / u64::from(self.limit.max(1))).max(1)
     }
 
@@ -20,15 +20,9 @@ impl Quota {
         self.emission_interval_ms() * u64::from(self.burst.max(1))
     }
 
-    /// Parses `"60/60s"`, `"1000/15m"`, `"300/1m"`, optionally `";burst=20"`.
-    pub fn parse(spec: &str) -> Option<Quota> {
-        let (rate, burst) = match spec.split_once(';') {
-            Some((rate, rest)) => (
-                rate,
-                Some(rest.trim().strip_prefix("burst=")?.parse().ok()?),
-            ),
-            None => (spec, None),
-        };
+    /// Parses `"60/60s"`, `"1000/15m"`, `"300/1m"`, `"5/s"`; the burst is the
+    /// limit (set it with `with_burst`).
+    pub fn parse(rate: &str) -> Option<Quota> {
         let (limit, window) = rate.trim().split_once('/')?;
         let limit: u32 = limit.trim().parse().ok().filter(|l| *l > 0)?;
         let window = window.trim();
@@ -52,8 +46,16 @@ impl Quota {
         Some(Quota {
             limit,
             period_ms,
-            burst: burst.unwrap_or(limit),
+            burst: limit,
         })
+    }
+
+    /// The same rate with up to `burst` requests admitted back to back.
+    pub fn with_burst(self, burst: u32) -> Quota {
+        Quota {
+            burst: burst.max(1),
+            ..self
+        }
     }
 }
 
@@ -121,7 +123,7 @@ mod tests {
             })
         );
         assert_eq!(
-            Quota::parse("5/s;burst=2"),
+            Quota::parse("5/s").map(|q| q.with_burst(2)),
             Some(Quota {
                 limit: 5,
                 period_ms: 1000,

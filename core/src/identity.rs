@@ -32,6 +32,10 @@ impl Tier {
     }
 }
 
+/// The scope the auth policy gives a caller without credentials on a route
+/// open to anonymous use; their subject is `anonymous:<client ip>`.
+pub const ANONYMOUS_SCOPE: &str = "anonymous";
+
 /// Who is calling, as established at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,3 +9,5 @@ pub mod edge_signature;
 pub mod errors;
 pub mod gcra;
 pub mod identity;
+pub mod rate_policy;
+pub mod route;

@@ -2,10 +2,11 @@
 //! composed and compiled, pre-instantiated, and routes ordered.
 
 use crate::compose::{self, DependencySpec};
-use crate::host_services::{self, Stores};
+use crate::host_services;
+use crate::kv::{KvStore, MemoryStore, RedisStore, Stores};
 use crate::manifest::{self, Loaded, Route};
 use crate::outbound::{AllowedHost, OutboundPolicy};
-use crate::runtime_config::RuntimeConfig;
+use crate::runtime_config::{KeyValueStore, RuntimeConfig};
 use crate::state::{ComponentConfig, HostState};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,8 @@ pub struct Limits {
     pub max_concurrent_requests: u32,
     pub max_memory_bytes: usize,
     pub request_timeout: std::time::Duration,
+    /// Bound of each in-memory key-value store (keys and values).
+    pub kv_memory_max_bytes: u64,
 }
 
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -109,13 +112,19 @@ fn engine(limits: &Limits) -> Result<Engine> {
         .context("creating the wasm engine")
 }
 
-pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'_>) -> Result<App> {
-    let variables = resolve_variables(loaded, env)?;
-    let engine = engine(&limits)?;
-    let mut linker = Linker::<HostState>::new(&engine);
+/// Everything a component may import: WASI, outbound HTTP, key-value, config.
+pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     host_services::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'_>) -> Result<App> {
+    let variables = resolve_variables(loaded, env)?;
+    let engine = engine(&limits)?;
+    let linker = linker(&engine)?;
 
     let base = loaded.base_dir();
     let mut labels: BTreeSet<String> = runtime.key_value_store.keys().cloned().collect();
@@ -235,7 +244,34 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
         engine,
         components,
         routes,
-        stores: Stores::new(labels),
+        stores: open_stores(runtime, labels, limits.kv_memory_max_bytes)?,
         limits,
     })
+}
+
+/// The backend of every label: as `runtime-config.toml` says, else in memory.
+/// Redis stores connect lazily, but need the Tokio runtime they will run on.
+fn open_stores(
+    runtime: &RuntimeConfig,
+    labels: BTreeSet<String>,
+    memory_max_bytes: u64,
+) -> Result<Stores> {
+    let mut stores = Vec::new();
+    for label in labels {
+        let store = match runtime.key_value_store.get(&label) {
+            Some(KeyValueStore::Redis { url }) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    bail!("key-value store `{label}`: redis needs a Tokio runtime to connect from");
+                }
+                KvStore::Redis(
+                    RedisStore::new(url).with_context(|| format!("key-value store `{label}`"))?,
+                )
+            }
+            Some(KeyValueStore::Spin { .. }) | None => {
+                KvStore::Memory(MemoryStore::new(memory_max_bytes))
+            }
+        };
+        stores.push((label, store));
+    }
+    Ok(Stores::new(stores))
 }

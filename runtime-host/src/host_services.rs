@@ -1,13 +1,14 @@
 //! The host services a component imports beside WASI and HTTP, in the versions
-//! Spin serves: `wasi:keyvalue` (store + atomics, 0.2.0-draft2), backed by an
-//! in-process map shared by every request, and `wasi:config` for variables.
+//! Spin serves: `wasi:keyvalue` (store + atomics, 0.2.0-draft2), backed by the
+//! stores of `crate::kv`, and `wasi:config` for variables.
 
+use crate::kv::{KvError, KvStore, Swap};
 use crate::state::HostState;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use bytes::Bytes;
+use std::sync::Arc;
 use wasmtime::component::Resource;
 
-mod bindings {
+pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "sluice:edge/host-services",
@@ -22,59 +23,22 @@ mod bindings {
 pub use bindings::HostServices;
 use bindings::wasi::keyvalue::{atomics, store};
 
-/// A value and a version that changes on every write, for compare-and-swap.
-#[derive(Clone)]
-struct Slot {
-    value: Vec<u8>,
-    version: u64,
-}
-
-/// One named store (a `key_value_stores` label).
-#[derive(Default)]
-pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Slot>>,
-}
-
-impl MemoryStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        // A poisoned map still holds consistent slots: each write is one insert.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Every store the host serves, by label.
-#[derive(Default, Clone)]
-pub struct Stores(Arc<HashMap<String, Arc<MemoryStore>>>);
-
-impl Stores {
-    pub fn new(labels: impl IntoIterator<Item = String>) -> Stores {
-        Stores(Arc::new(
-            labels.into_iter().map(|l| (l, Arc::default())).collect(),
-        ))
-    }
-
-    fn get(&self, label: &str) -> Option<Arc<MemoryStore>> {
-        self.0.get(label).cloned()
-    }
-}
-
 pub struct Bucket {
-    store: Arc<MemoryStore>,
+    store: Arc<KvStore>,
 }
 
+/// A compare-and-swap handle: the value the guest read, to compare at swap time.
 pub struct Cas {
-    store: Arc<MemoryStore>,
+    store: Arc<KvStore>,
     key: String,
-    seen: Option<Slot>,
-}
-
-static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn next_version() -> u64 {
-    VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    seen: Option<Bytes>,
 }
 
 type Res<T> = wasmtime::Result<Result<T, store::Error>>;
+
+fn store_error(e: KvError) -> store::Error {
+    store::Error::Other(e.to_string())
+}
 
 impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> Res<Resource<Bucket>> {
@@ -90,45 +54,47 @@ impl store::Host for HostState {
 
 impl store::HostBucket for HostState {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Res<Option<Vec<u8>>> {
-        let store = &self.table.get(&bucket)?.store;
-        Ok(Ok(store.lock().get(&key).map(|s| s.value.clone())))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store
+            .get(&key)
+            .await
+            .map(|v| v.map(Vec::from))
+            .map_err(store_error))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Res<()> {
-        let store = &self.table.get(&bucket)?.store;
-        store.lock().insert(
-            key,
-            Slot {
-                value,
-                version: next_version(),
-            },
-        );
-        Ok(Ok(()))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store
+            .set(key, Bytes::from(value))
+            .await
+            .map_err(store_error))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Res<()> {
-        self.table.get(&bucket)?.store.lock().remove(&key);
-        Ok(Ok(()))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store.delete(&key).await.map_err(store_error))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Res<bool> {
-        Ok(Ok(self.table.get(&bucket)?.store.lock().contains_key(&key)))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store
+            .get(&key)
+            .await
+            .map(|v| v.is_some())
+            .map_err(store_error))
     }
 
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
-        _cursor: Option<String>,
+        cursor: Option<String>,
     ) -> Res<store::KeyResponse> {
-        let keys = self
-            .table
-            .get(&bucket)?
-            .store
-            .lock()
-            .keys()
-            .cloned()
-            .collect();
-        Ok(Ok(store::KeyResponse { keys, cursor: None }))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store
+            .list_keys(cursor)
+            .await
+            .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
+            .map_err(store_error))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -139,31 +105,8 @@ impl store::HostBucket for HostState {
 
 impl atomics::Host for HostState {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Res<i64> {
-        let store = &self.table.get(&bucket)?.store;
-        let mut map = store.lock();
-        let current = match map.get(&key) {
-            None => 0,
-            Some(slot) => match std::str::from_utf8(&slot.value)
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                Some(n) => n,
-                None => {
-                    return Ok(Err(store::Error::Other(format!(
-                        "value of `{key}` is not an integer"
-                    ))));
-                }
-            },
-        };
-        let next = current.saturating_add(delta);
-        map.insert(
-            key,
-            Slot {
-                value: next.to_string().into_bytes(),
-                version: next_version(),
-            },
-        );
-        Ok(Ok(next))
+        let store = self.table.get(&bucket)?.store.clone();
+        Ok(store.increment(key, delta).await.map_err(store_error))
     }
 
     async fn swap(
@@ -171,46 +114,34 @@ impl atomics::Host for HostState {
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
-        let cas_entry = self.table.delete(cas)?;
-        let mut map = cas_entry.store.lock();
-        let unchanged = map.get(&cas_entry.key).map(|s| s.version)
-            == cas_entry.seen.as_ref().map(|s| s.version);
-        if !unchanged {
+        let Cas { store, key, seen } = self.table.delete(cas)?;
+        match store
+            .compare_and_swap(key.clone(), seen, Bytes::from(value))
+            .await
+        {
+            Ok(Swap::Done) => Ok(Ok(())),
             // Hand back a fresh handle holding what is stored now, so the guest can retry.
-            let seen = map.get(&cas_entry.key).cloned();
-            drop(map);
-            let retry = self.table.push(Cas {
-                store: cas_entry.store.clone(),
-                key: cas_entry.key.clone(),
-                seen,
-            })?;
-            return Ok(Err(atomics::CasError::CasFailed(retry)));
+            Ok(Swap::Conflict(seen)) => {
+                let retry = self.table.push(Cas { store, key, seen })?;
+                Ok(Err(atomics::CasError::CasFailed(retry)))
+            }
+            Err(e) => Ok(Err(atomics::CasError::StoreError(store_error(e)))),
         }
-        map.insert(
-            cas_entry.key.clone(),
-            Slot {
-                value,
-                version: next_version(),
-            },
-        );
-        Ok(Ok(()))
     }
 }
 
 impl atomics::HostCas for HostState {
     async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Res<Resource<Cas>> {
         let store = self.table.get(&bucket)?.store.clone();
-        let seen = store.lock().get(&key).cloned();
+        let seen = match store.get(&key).await {
+            Ok(seen) => seen,
+            Err(e) => return Ok(Err(store_error(e))),
+        };
         Ok(Ok(self.table.push(Cas { store, key, seen })?))
     }
 
     async fn current(&mut self, cas: Resource<Cas>) -> Res<Option<Vec<u8>>> {
-        Ok(Ok(self
-            .table
-            .get(&cas)?
-            .seen
-            .as_ref()
-            .map(|s| s.value.clone())))
+        Ok(Ok(self.table.get(&cas)?.seen.as_ref().map(|s| s.to_vec())))
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod compose;
 pub mod host_services;
+pub mod kv;
 pub mod manifest;
 pub mod outbound;
 pub mod runtime_config;

@@ -40,6 +40,10 @@ struct AppArgs {
     /// Deadline for one request, guest CPU and waiting included, in seconds.
     #[arg(long, default_value_t = 120)]
     request_timeout_secs: u64,
+    /// Bound of each in-memory key-value store, in MiB; least recently used
+    /// entries are evicted beyond it. Redis stores are bounded by Redis itself.
+    #[arg(long, default_value_t = 64, env = "SLUICE_HOST_KV_MEMORY_MIB")]
+    kv_memory_mib: u64,
 }
 
 #[derive(clap::Args)]
@@ -72,11 +76,17 @@ fn load(args: &AppArgs) -> Result<app::App> {
         max_concurrent_requests: args.max_concurrent_requests,
         max_memory_bytes: args.max_memory_mib << 20,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
+        kv_memory_max_bytes: args.kv_memory_mib << 20,
     };
     app::load(&loaded, &runtime, limits, &|name| std::env::var(name).ok())
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Redis stores are created while loading and belong to this runtime.
+    let _entered = runtime.enter();
     match cli.command {
         Command::Check(args) => {
             let app = load(&args)?;
@@ -89,9 +99,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Up(args) => {
             let app = load(&args.app)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await

@@ -23,13 +23,17 @@ pub struct RuntimeConfig {
 }
 
 /// Spin's store types this host implements. `spin` (Spin's local default) is
-/// served from memory here: state lives as long as the host process.
+/// served from bounded memory here: state lives as long as the host process.
+/// `redis` is shared by every host (and Spin instance) pointing at it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum KeyValueStore {
     Spin {
         #[serde(default)]
         path: Option<String>,
+    },
+    Redis {
+        url: String,
     },
 }
 
@@ -58,6 +62,19 @@ mod tests {
             c.key_value_store["default"],
             KeyValueStore::Spin { .. }
         ));
+        let c: RuntimeConfig = toml::from_str(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            &c.key_value_store["default"],
+            KeyValueStore::Redis { url } if url == "redis://127.0.0.1:6379"
+        ));
+        assert!(
+            toml::from_str::<RuntimeConfig>("[key_value_store.default]\ntype = \"redis\"\n")
+                .is_err(),
+            "redis needs a url"
+        );
         let err =
             toml::from_str::<RuntimeConfig>("[key_value_store.default]\ntype = \"azure_cosmos\"\n")
                 .unwrap_err();

@@ -1,6 +1,6 @@
 //! The one store-state struct: a context per capability plus resource limits.
 
-use crate::host_services::Stores;
+use crate::kv::Stores;
 use crate::outbound::OutboundPolicy;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -35,6 +35,7 @@ fn limits(timeout: Duration, memory_mib: usize) -> Limits {
         max_concurrent_requests: 16,
         max_memory_bytes: memory_mib << 20,
         request_timeout: timeout,
+        kv_memory_max_bytes: 16 << 20,
     }
 }
 
@@ -184,18 +185,9 @@ const TESTED_COMPONENTS: &[(&str, &str)] = &[
         "gateway",
         "the_edge_manifest_composes_and_links (and tests/ end to end)",
     ),
-    (
-        "auth",
-        "the_edge_manifest_composes_and_links (and tests/ end to end)",
-    ),
-    (
-        "ratelimit",
-        "the_edge_manifest_composes_and_links (and tests/ end to end)",
-    ),
-    (
-        "cache",
-        "the_edge_manifest_composes_and_links (and tests/ end to end)",
-    ),
+    ("auth", "policies.rs: auth_jwt_battery, auth_admits_..."),
+    ("ratelimit", "policies.rs: rate_limit_*"),
+    ("cache", "policies.rs: cache_*"),
     ("probe", "serves_a_component_and_survives_its_traps"),
 ];
 

@@ -45,7 +45,9 @@ fn free_port() -> u16 {
 }
 
 pub struct Stack {
+    /// The first edge host; `edges` lists every one.
     pub edge: String,
+    pub edges: Vec<String>,
     pub origin: String,
     pub secret: String,
     children: Vec<Child>,
@@ -60,56 +62,153 @@ impl Drop for Stack {
     }
 }
 
-/// Settings that differ between tests, as `SPIN_VARIABLE_*` for the edge.
+/// Settings that differ between tests.
 #[derive(Default)]
 pub struct Options {
+    /// As `SPIN_VARIABLE_*` for the edge.
     pub edge_variables: Vec<(&'static str, String)>,
+    /// `runtime-config.toml` text for the edge hosts (memory stores when `None`).
+    pub runtime_config: Option<String>,
+    /// How many edge hosts to start (1 when 0), all on the same origin and config.
+    pub edge_hosts: usize,
+    /// API keys beside alice's and bob's: (key, subject, tier).
+    pub api_keys: Vec<(String, String, &'static str)>,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Stack {
         let secret = format!("{:032x}", rand_u128());
-        let (origin_port, edge_port) = (free_port(), free_port());
+        let origin_port = free_port();
         let origin = format!("http://127.0.0.1:{origin_port}");
-        let edge = format!("http://127.0.0.1:{edge_port}");
-        let keys = format!(
-            "{}:alice:free,{}:bob:premium",
-            sluice_core::api_key::hash(DEMO_KEY),
-            sluice_core::api_key::hash(OTHER_KEY)
-        );
+        let mut keys = vec![
+            format!("{}:alice:free", sluice_core::api_key::hash(DEMO_KEY)),
+            format!("{}:bob:premium", sluice_core::api_key::hash(OTHER_KEY)),
+        ];
+        for (key, subject, tier) in &options.api_keys {
+            keys.push(format!(
+                "{}:{subject}:{tier}",
+                sluice_core::api_key::hash(key)
+            ));
+        }
+        let keys = keys.join(",");
         let origin_child = Command::new(bin("sluice-origin"))
             .env("SLUICE_EDGE__SECRET", &secret)
             .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{origin_port}"))
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting sluice-origin: {e}"));
-        let mut host = Command::new(bin("sluice-host"));
-        host.args(["up", "--from"])
-            .arg(repo().join("spin.toml"))
-            .args(["--listen", &format!("127.0.0.1:{edge_port}")])
-            .env("SPIN_VARIABLE_EDGE_SECRET", &secret)
-            .env("SPIN_VARIABLE_ORIGIN_URL", &origin)
-            .env("SPIN_VARIABLE_API_KEYS", keys)
-            .stdout(Stdio::null());
-        for (name, value) in &options.edge_variables {
-            host.env(
-                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
-                value,
+        let mut children = vec![origin_child];
+        let runtime_config = options.runtime_config.as_ref().map(|text| {
+            let path = std::env::temp_dir().join(format!("sluice-e2e-{:x}.toml", rand_u128()));
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            path
+        });
+        let mut edges = Vec::new();
+        for _ in 0..options.edge_hosts.max(1) {
+            let edge_port = free_port();
+            let mut host = Command::new(bin("sluice-host"));
+            host.args(["up", "--from"])
+                .arg(repo().join("spin.toml"))
+                .args(["--listen", &format!("127.0.0.1:{edge_port}")])
+                .env("SPIN_VARIABLE_EDGE_SECRET", &secret)
+                .env("SPIN_VARIABLE_ORIGIN_URL", &origin)
+                .env("SPIN_VARIABLE_API_KEYS", &keys)
+                .stdout(Stdio::null());
+            if let Some(path) = &runtime_config {
+                host.arg("--runtime-config-file").arg(path);
+            }
+            for (name, value) in &options.edge_variables {
+                host.env(
+                    format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                    value,
+                );
+            }
+            children.push(
+                host.spawn()
+                    .unwrap_or_else(|e| panic!("starting sluice-host: {e}")),
             );
+            edges.push(format!("http://127.0.0.1:{edge_port}"));
         }
-        let host_child = host
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting sluice-host: {e}"));
         let stack = Stack {
-            edge,
+            edge: edges[0].clone(),
+            edges,
             origin,
             secret,
-            children: vec![origin_child, host_child],
+            children,
         };
         wait_healthy(&format!("{}/health", stack.origin)).await;
-        wait_healthy(&format!("{}/health", stack.edge)).await;
+        for edge in &stack.edges {
+            wait_healthy(&format!("{edge}/health")).await;
+        }
         stack
     }
+}
+
+/// A Redis server of the test's own on a free port, for outages that must not
+/// disturb the shared one: stop it and start it again on the same port.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("sluice-redis-{:x}", rand_u128()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port, and waits until it answers.
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting redis-server (Debian package redis-server): {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A random id, for names that must not collide across runs (shared Redis).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:x}", rand_u128())
 }
 
 fn rand_u128() -> u128 {

@@ -77,6 +77,7 @@ async fn missing_or_wrong_key_gets_401_with_a_challenge() {
 async fn over_the_limit_gets_429_with_retry_after() {
     let stack = Stack::start(Options {
         edge_variables: vec![("rate_limit_free", "3/1m".into())],
+        ..Options::default()
     })
     .await;
     let url = format!("{}/v1/chat/completions", stack.edge);
@@ -198,6 +199,7 @@ async fn cached_responses_stay_with_their_principal_unless_public() {
 async fn the_openai_python_sdk_works_through_the_edge() {
     let stack = Stack::start(Options {
         edge_variables: vec![("rate_limit_free", "4/1m".into())],
+        ..Options::default()
     })
     .await;
     let script = sluice_e2e::repo().join("tests/sdk/openai_sdk.py");
@@ -217,4 +219,103 @@ async fn the_openai_python_sdk_works_through_the_edge() {
         "SDK script failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_purge_cached_entries_and_others_are_forbidden() {
+    let admin_key = sluice_e2e::unique("sk-admin");
+    let stack = Stack::start(Options {
+        api_keys: vec![(admin_key.clone(), "root".into(), "admin")],
+        ..Options::default()
+    })
+    .await;
+    let me = format!("{}/v1/me", stack.edge);
+    let purge = format!("{}/v1/admin/cache/purge", stack.edge);
+    assert_eq!(get(&me, DEMO_KEY).await.headers()["x-cache"], "MISS");
+    assert_eq!(get(&me, DEMO_KEY).await.headers()["x-cache"], "HIT");
+    assert_eq!(get(&me, OTHER_KEY).await.headers()["x-cache"], "MISS");
+
+    let denied = post(&purge, Some(DEMO_KEY), json!({"all": true}).to_string()).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        denied.json::<Value>().await.unwrap()["error"]["type"],
+        "permission_error"
+    );
+    let bad = post(
+        &purge,
+        Some(&admin_key),
+        json!({"who": "alice"}).to_string(),
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    let done = post(
+        &purge,
+        Some(&admin_key),
+        json!({"subject": "alice"}).to_string(),
+    )
+    .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_eq!(
+        done.json::<Value>().await.unwrap(),
+        json!({"purged": {"subject": "alice"}})
+    );
+    assert_eq!(get(&me, DEMO_KEY).await.headers()["x-cache"], "MISS");
+    assert_eq!(
+        get(&me, OTHER_KEY).await.headers()["x-cache"],
+        "HIT",
+        "bob's stay"
+    );
+
+    post(&purge, Some(&admin_key), json!({"all": true}).to_string()).await;
+    assert_eq!(get(&me, OTHER_KEY).await.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_caller_reaches_the_origin_as_its_subject_and_tier() {
+    let secret = "an-e2e-hs256-secret-of-32-bytes-or-more";
+    let stack = Stack::start(Options {
+        edge_variables: vec![
+            ("jwt_hs256_secret", secret.into()),
+            ("jwt_issuer", "https://idp.example".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |exp: u64, iss: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": "jwt-user", "tier": "premium", "iss": iss, "exp": exp, "scope": "chat"}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let me = format!("{}/v1/me", stack.edge);
+    let r = get(&me, &token(now + 60, "https://idp.example")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "300", "premium limits");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["subject"], &v["tier"], &v["key_id"], &v["scopes"]),
+        (
+            &json!("jwt-user"),
+            &json!("premium"),
+            &json!("jwt:hs256"),
+            &json!(["chat"])
+        )
+    );
+    let expired = get(&me, &token(now - 600, "https://idp.example")).await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        expired.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let foreign = get(&me, &token(now + 60, "https://other.example")).await;
+    assert_eq!(foreign.status(), StatusCode::UNAUTHORIZED);
 }

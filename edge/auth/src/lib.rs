@@ -1,13 +1,26 @@
 //! Auth policy: turns the `Authorization` header into a principal.
 //!
+//! Bearer JWTs (anything not starting with `sk-`) are checked by `jwt`:
+//! `jwt_hs256_secret`, `jwks_url`, `jwt_issuer`, `jwt_audience`,
+//! `jwt_leeway_seconds`, `jwt_tier_claim` (a missing claim is the free tier),
+//! `jwks_cache_seconds`, `jwks_refresh_interval_seconds`.
+//!
 //! API keys (`sk-...`) are configured as SHA-256 hashes in the `api_keys`
 //! variable (`hash:subject:tier`, comma separated) and compared in constant time.
+//!
+//! Routes: `anonymous_routes` (`METHOD /path, ...`) admit callers without
+//! credentials as `anonymous:<ip>` with the `anonymous` scope (free tier, and
+//! the rate limiter's anonymous policies); `admin_routes` need the admin tier
+//! (403 otherwise).
 
 wit_bindgen::generate!({ world: "auth-policy", path: "../../wit", generate_all });
 
+mod fetch;
+mod jwt;
+
 use exports::sluice::edge::auth::Guest;
 use sluice::edge::types::{Denial, Principal, RequestHead, Tier};
-use sluice_core::{api_key, errors, identity};
+use sluice_core::{api_key, errors, identity, route};
 use wasi::config::store as config;
 
 /// Longest credential accepted; anything longer is refused before hashing.
@@ -17,47 +30,115 @@ struct Auth;
 
 impl Guest for Auth {
     fn authenticate(head: RequestHead) -> Result<Principal, Denial> {
-        let header = head
-            .headers
-            .iter()
-            .find(|(name, _)| name == "authorization")
-            .map(|(_, v)| v.as_str());
-        let Some(header) = header else {
-            return Err(unauthorized(
-                "Missing API key. Send `Authorization: Bearer <key>`.",
-                None,
-            ));
-        };
-        if header.len() > MAX_CREDENTIAL_BYTES {
-            return Err(unauthorized(
-                "Credential too large.",
-                Some("invalid_request"),
-            ));
+        let who = establish(&head)?;
+        let admin_routes = route::parse_list(&setting("admin_routes").unwrap_or_default())
+            .map_err(|e| internal(&format!("admin_routes: {e}")))?;
+        if who.tier != Tier::Admin && route::any_matches(&admin_routes, &head.method, &head.path) {
+            return Err(forbidden());
         }
-        let Some(token) = bearer_token(header) else {
-            return Err(unauthorized(
-                "Authorization header must use the Bearer scheme.",
-                Some("invalid_request"),
-            ));
-        };
-        let records = match config::get("api_keys") {
-            Ok(spec) => api_key::parse_records(spec.as_deref().unwrap_or("")),
-            Err(_) => return Err(internal("auth configuration unavailable")),
-        };
-        let records = records.map_err(|e| internal(&e.to_string()))?;
-        match api_key::find(&records, token) {
-            Some(record) => Ok(Principal {
-                subject: record.subject.clone(),
-                tier: to_wit(record.tier),
-                key_id: Some(api_key::key_id(&record.hash).to_string()),
-                scopes: Vec::new(),
-            }),
-            None => Err(unauthorized(
-                "Incorrect API key provided.",
-                Some("invalid_token"),
-            )),
-        }
+        Ok(who)
     }
+}
+
+fn setting(name: &str) -> Option<String> {
+    config::get(name).ok().flatten()
+}
+
+fn establish(head: &RequestHead) -> Result<Principal, Denial> {
+    let header = head
+        .headers
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, v)| v.as_str());
+    let Some(header) = header else {
+        return anonymous(head).ok_or_else(|| {
+            unauthorized("Missing API key. Send `Authorization: Bearer <key>`.", None)
+        });
+    };
+    if header.len() > MAX_CREDENTIAL_BYTES {
+        return Err(unauthorized(
+            "Credential too large.",
+            Some("invalid_request"),
+        ));
+    }
+    let Some(token) = bearer_token(header) else {
+        return Err(unauthorized(
+            "Authorization header must use the Bearer scheme.",
+            Some("invalid_request"),
+        ));
+    };
+    if !token.starts_with("sk-") {
+        return from_jwt(token);
+    }
+    let records = match config::get("api_keys") {
+        Ok(spec) => api_key::parse_records(spec.as_deref().unwrap_or("")),
+        Err(_) => return Err(internal("auth configuration unavailable")),
+    };
+    let records = records.map_err(|e| internal(&e.to_string()))?;
+    match api_key::find(&records, token) {
+        Some(record) => Ok(Principal {
+            subject: record.subject.clone(),
+            tier: to_wit(record.tier),
+            key_id: Some(api_key::key_id(&record.hash).to_string()),
+            scopes: Vec::new(),
+        }),
+        None => Err(unauthorized(
+            "Incorrect API key provided.",
+            Some("invalid_token"),
+        )),
+    }
+}
+
+fn from_jwt(token: &str) -> Result<Principal, Denial> {
+    let number = |name: &str, default: u64| {
+        setting(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let nonempty = |name: &str| setting(name).filter(|v| !v.trim().is_empty());
+    let settings = jwt::Settings {
+        hs256_secret: nonempty("jwt_hs256_secret"),
+        jwks_url: nonempty("jwks_url"),
+        issuer: nonempty("jwt_issuer"),
+        audience: nonempty("jwt_audience"),
+        leeway_seconds: number("jwt_leeway_seconds", 30),
+        tier_claim: nonempty("jwt_tier_claim").unwrap_or_else(|| "tier".into()),
+        jwks_cache_seconds: number("jwks_cache_seconds", 600),
+        jwks_refresh_interval_seconds: number("jwks_refresh_interval_seconds", 30),
+    };
+    let verified = jwt::verify(token, &settings, now_ms())
+        .map_err(|jwt::Refusal(message)| unauthorized(&message, Some("invalid_token")))?;
+    let tier = match verified.tier.as_deref() {
+        None => Tier::Free,
+        Some(name) => identity::Tier::parse(name)
+            .map(to_wit)
+            .ok_or_else(|| unauthorized("Token names an unknown tier.", Some("invalid_token")))?,
+    };
+    Ok(Principal {
+        subject: verified.subject,
+        tier,
+        key_id: Some(verified.key_id),
+        scopes: verified.scopes,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The principal of a caller without credentials, on a route open to them.
+fn anonymous(head: &RequestHead) -> Option<Principal> {
+    let open = route::parse_list(&setting("anonymous_routes").unwrap_or_default()).ok()?;
+    let ip = head.client_ip.as_deref()?;
+    route::any_matches(&open, &head.method, &head.path).then(|| Principal {
+        subject: format!("anonymous:{ip}"),
+        tier: Tier::Free,
+        key_id: None,
+        scopes: vec![identity::ANONYMOUS_SCOPE.to_string()],
+    })
 }
 
 fn bearer_token(header: &str) -> Option<&str> {
@@ -90,6 +171,21 @@ fn unauthorized(message: &str, error: Option<&str>) -> Denial {
             message,
             "invalid_request_error",
             Some("invalid_api_key"),
+            None,
+        )
+        .to_string()
+        .into_bytes(),
+    }
+}
+
+fn forbidden() -> Denial {
+    Denial {
+        status: 403,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: errors::openai_error(
+            "This route needs the admin tier.",
+            "permission_error",
+            Some("forbidden"),
             None,
         )
         .to_string()

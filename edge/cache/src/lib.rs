@@ -1,19 +1,30 @@
 //! Cache policy: stores origin responses in the key-value store, scoped to the
-//! principal unless the origin marked them `public`.
+//! principal unless the origin marked them `public`, and invalidated by
+//! generation: every key carries the caller's and the global generation
+//! numbers, so raising one makes all older entries unreachable at once.
 //!
-//! Variables: `cache_routes` (`GET /v1/me=600, ...`) and `cache_max_entry_bytes`.
-//! `lookup` hands the gateway an opaque ticket, `ttl:digest:subject`, that
-//! `store` turns back into the private or public key.
+//! Variables:
+//! - `cache_routes`: `METHOD /path=ttl_seconds, ...` (paths as in `sluice_core::route`);
+//!   a chat completion is cached only when not streamed;
+//! - `cache_invalidate_on`: `METHOD /path, ...` whose successful (2xx) calls
+//!   raise the caller's generation (writes to their conversations);
+//! - `cache_max_entry_bytes`.
+//!
+//! Tickets handed to the gateway are `s:ttl:all:subject_gen:digest:subject`
+//! (store on offer) or `w:subject` (a write that invalidates on success).
 
 wit_bindgen::generate!({ world: "cache-policy", path: "../../wit", generate_all });
 
 use exports::sluice::edge::cache::{Guest, LookupResult};
 use sluice::edge::types::{Principal, RequestHead, Response};
-use sluice_core::cache_entry::{self, CacheControl, Entry, Scope};
+use sluice_core::cache_entry::{self, CacheControl, Entry, Generation, Scope};
+use sluice_core::route;
 use wasi::config::store as config;
-use wasi::keyvalue::store;
+use wasi::keyvalue::{atomics, store};
 
 const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Attempts at raising a generation under contention.
+const MAX_CAS_ATTEMPTS: usize = 32;
 
 /// Response headers never replayed from the cache (hop-by-hop or per-response).
 const UNSTORED_HEADERS: &[&str] = &[
@@ -34,20 +45,29 @@ const UNSTORED_HEADERS: &[&str] = &[
 struct Cache;
 
 impl Guest for Cache {
-    fn lookup(who: Principal, head: RequestHead, body: Vec<u8>) -> LookupResult {
-        let routes = config::get("cache_routes")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+    fn find(who: Principal, head: RequestHead, body: Vec<u8>) -> LookupResult {
+        let Ok(bucket) = store::open("default") else {
+            return LookupResult::Bypass(None);
+        };
+        let invalidating = route::parse_list(&setting("cache_invalidate_on").unwrap_or_default())
+            .map(|patterns| route::any_matches(&patterns, &head.method, &head.path))
+            .unwrap_or(false);
+        if invalidating {
+            // Raised once the write succeeded (in `offer`). A read that raced
+            // the write read the old generation in `find`, so whatever it
+            // stores is unreachable after the raise: no stale entry survives.
+            return LookupResult::Bypass(Some(format!("w:{}", who.subject)));
+        }
+        let routes = setting("cache_routes").unwrap_or_default();
         let Ok(routes) = cache_entry::parse_routes(&routes) else {
             return LookupResult::Bypass(None);
         };
         let Some(route) = routes.iter().find(|r| r.matches(&head.method, &head.path)) else {
             return LookupResult::Bypass(None);
         };
-        let digest =
-            cache_entry::request_digest(&head.method, &head.path, head.query.as_deref(), &body);
-        let ticket = format!("{}:{digest}:{}", route.ttl_seconds, who.subject);
+        if head.method == "POST" && streams(&body) {
+            return LookupResult::Bypass(None);
+        }
         let client = head
             .headers
             .iter()
@@ -57,15 +77,21 @@ impl Guest for Cache {
         if client.no_store {
             return LookupResult::Bypass(None);
         }
+        let Ok(generation) = current_generation(&bucket, &who.subject) else {
+            return LookupResult::Bypass(None);
+        };
+        let digest =
+            cache_entry::request_digest(&head.method, &head.path, head.query.as_deref(), &body);
+        let ticket = format!(
+            "s:{}:{}:{}:{digest}:{}",
+            route.ttl_seconds, generation.all, generation.subject, who.subject
+        );
         if client.no_cache {
             return LookupResult::Bypass(Some(ticket));
         }
-        let Ok(bucket) = store::open("default") else {
-            return LookupResult::Bypass(None);
-        };
         let now = now_ms();
         for scope in [Scope::Principal(&who.subject), Scope::Public] {
-            let key = cache_entry::scoped_key(scope, &digest);
+            let key = cache_entry::scoped_key(scope, &generation, &digest);
             let Ok(Some(bytes)) = bucket.get(&key) else {
                 continue;
             };
@@ -88,18 +114,20 @@ impl Guest for Cache {
         LookupResult::Miss(ticket)
     }
 
-    fn store(ticket: String, response: Response) -> bool {
-        let mut parts = ticket.splitn(3, ':');
-        let (Some(ttl), Some(digest), Some(subject)) = (parts.next(), parts.next(), parts.next())
-        else {
+    fn offer(ticket: String, response: Response) -> bool {
+        let Ok(bucket) = store::open("default") else {
             return false;
         };
-        let Ok(route_ttl) = ttl.parse::<u64>() else {
+        if let Some(subject) = ticket.strip_prefix("w:") {
+            if (200..300).contains(&response.status) {
+                let _ = raise_generation(&bucket, &cache_entry::generation_key(Some(subject)));
+            }
+            return false;
+        }
+        let Some(ticket) = StoreTicket::parse(&ticket) else {
             return false;
         };
-        let max_bytes = config::get("cache_max_entry_bytes")
-            .ok()
-            .flatten()
+        let max_bytes = setting("cache_max_entry_bytes")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MAX_ENTRY_BYTES);
         if response.body.len() > max_bytes {
@@ -114,7 +142,7 @@ impl Guest for Cache {
         };
         let sets_cookie = header("set-cookie").is_some();
         let Some(storage) = cache_entry::storage(
-            route_ttl,
+            ticket.ttl_seconds,
             response.status,
             header("cache-control"),
             sets_cookie,
@@ -124,7 +152,7 @@ impl Guest for Cache {
         let scope = if storage.public {
             Scope::Public
         } else {
-            Scope::Principal(subject)
+            Scope::Principal(ticket.subject)
         };
         let now = now_ms();
         let entry = Entry {
@@ -138,13 +166,104 @@ impl Guest for Cache {
                 .collect(),
             body: response.body,
         };
-        let Ok(bucket) = store::open("default") else {
-            return false;
-        };
+        // Stored under the generations read at lookup: if an invalidation came
+        // in between, the entry is born unreachable rather than stale.
         bucket
-            .set(&cache_entry::scoped_key(scope, digest), &entry.encode())
+            .set(
+                &cache_entry::scoped_key(scope, &ticket.generation, ticket.digest),
+                &entry.encode(),
+            )
             .is_ok()
     }
+
+    fn purge(subject: Option<String>) -> Result<(), String> {
+        let bucket = store::open("default").map_err(|e| format!("{e:?}"))?;
+        raise_generation(&bucket, &cache_entry::generation_key(subject.as_deref()))
+            .map(|_| ())
+            .map_err(|()| "the cache store did not take the purge".to_string())
+    }
+}
+
+struct StoreTicket<'a> {
+    ttl_seconds: u64,
+    generation: Generation,
+    digest: &'a str,
+    subject: &'a str,
+}
+
+impl<'a> StoreTicket<'a> {
+    fn parse(ticket: &'a str) -> Option<StoreTicket<'a>> {
+        let mut parts = ticket.strip_prefix("s:")?.splitn(5, ':');
+        let ttl_seconds = parts.next()?.parse().ok()?;
+        let all = parts.next()?.parse().ok()?;
+        let subject_generation = parts.next()?.parse().ok()?;
+        let digest = parts.next()?;
+        let subject = parts.next()?;
+        Some(StoreTicket {
+            ttl_seconds,
+            generation: Generation {
+                all,
+                subject: subject_generation,
+            },
+            digest,
+            subject,
+        })
+    }
+}
+
+/// True when a request body asks for a streamed answer (never cached).
+fn streams(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Streaming {
+        #[serde(default)]
+        stream: bool,
+    }
+    serde_json::from_slice::<Streaming>(body)
+        .map(|b| b.stream)
+        .unwrap_or(false)
+}
+
+fn current_generation(bucket: &store::Bucket, subject: &str) -> Result<Generation, ()> {
+    Ok(Generation {
+        all: read_generation(bucket, &cache_entry::generation_key(None))?,
+        subject: read_generation(bucket, &cache_entry::generation_key(Some(subject)))?,
+    })
+}
+
+/// A generation, created on first use. Created and raised values come from
+/// the clock (see `raise_generation`), so one that was evicted never comes
+/// back as a number an older entry was stored under.
+fn read_generation(bucket: &store::Bucket, key: &str) -> Result<u64, ()> {
+    match bucket.get(key) {
+        Ok(Some(value)) => std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(()),
+        Ok(None) => raise_generation(bucket, key),
+        Err(_) => Err(()),
+    }
+}
+
+/// Sets the generation to `max(current + 1, now_ms)` by compare-and-swap.
+fn raise_generation(bucket: &store::Bucket, key: &str) -> Result<u64, ()> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let cas = atomics::Cas::new(bucket, key).map_err(|_| ())?;
+        let current: Option<u64> = cas
+            .current()
+            .map_err(|_| ())?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+        let next = current.map_or(0, |c| c + 1).max(now_ms());
+        match atomics::swap(cas, next.to_string().as_bytes()) {
+            Ok(()) => return Ok(next),
+            Err(atomics::CasError::CasFailed(_)) => continue,
+            Err(atomics::CasError::StoreError(_)) => return Err(()),
+        }
+    }
+    Err(())
+}
+
+fn setting(name: &str) -> Option<String> {
+    config::get(name).ok().flatten()
 }
 
 fn now_ms() -> u64 {

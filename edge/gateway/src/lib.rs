@@ -70,7 +70,11 @@ async fn handle(req: Request) -> Response {
         Err(denial) => return from_denial(denial, Vec::new()),
     };
 
-    let ticket = match cache::lookup(&who, &head, req.body()) {
+    if head.path == PURGE_PATH {
+        return purge(&req, limit_headers);
+    }
+
+    let ticket = match cache::find(&who, &head, req.body()) {
         LookupResult::Hit((cached, age)) => {
             let mut headers = cached.headers;
             headers.push(("x-cache".into(), "HIT".into()));
@@ -112,7 +116,7 @@ async fn handle(req: Request) -> Response {
                 headers,
                 body,
             };
-            let stored = cache::store(&ticket, &offered);
+            let stored = cache::offer(&ticket, &offered);
             let label = if label == "MISS" || stored {
                 label
             } else {
@@ -124,6 +128,76 @@ async fn handle(req: Request) -> Response {
     };
     headers.push(("x-cache".into(), cache_status.into()));
     respond(status, headers, limit_headers, body)
+}
+
+/// Admin purge of edge cache entries; the cache lives here, so the edge answers
+/// it (auth has already refused callers below the admin tier on `/v1/admin/**`).
+const PURGE_PATH: &str = "/v1/admin/cache/purge";
+
+/// `POST {"subject": "..."}` purges one subject's entries, `{"all": true}` every entry.
+fn purge(req: &Request, limit_headers: Headers) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Purge {
+        subject: Option<String>,
+        #[serde(default)]
+        all: bool,
+    }
+    let refuse = |status: u16, message: &str, param: Option<&str>| {
+        let body = errors::openai_error(message, "invalid_request_error", None, param);
+        from_denial(
+            Denial {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: body.to_string().into_bytes(),
+            },
+            limit_headers.clone(),
+        )
+    };
+    if req.method().to_string() != "POST" {
+        return refuse(405, "Use POST.", None);
+    }
+    let target = match serde_json::from_slice::<Purge>(req.body()) {
+        Ok(Purge {
+            subject: Some(subject),
+            all: false,
+        }) if !subject.is_empty() => Some(subject),
+        Ok(Purge {
+            subject: None,
+            all: true,
+        }) => None,
+        _ => {
+            return refuse(
+                400,
+                "Send {\"subject\": \"...\"} or {\"all\": true}.",
+                Some("subject"),
+            );
+        }
+    };
+    let purged = match &target {
+        Some(subject) => serde_json::json!({ "subject": subject }),
+        None => serde_json::json!("all"),
+    };
+    match cache::purge(target.as_deref()) {
+        Ok(()) => respond(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            limit_headers,
+            serde_json::json!({ "purged": purged })
+                .to_string()
+                .into_bytes(),
+        ),
+        Err(message) => from_denial(
+            Denial {
+                status: 503,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: errors::openai_error(&message, "server_error", None, None)
+                    .to_string()
+                    .into_bytes(),
+            },
+            limit_headers,
+        ),
+    }
 }
 
 fn request_head(req: &Request) -> RequestHead {

@@ -1,60 +1,145 @@
-//! Rate-limit policy: GCRA per principal and tier, one record per subject in the
-//! key-value store, updated by compare-and-swap so several edge instances on
-//! one store stay correct.
+//! Rate-limit policy: GCRA over the key-value store, several policies per
+//! request, the most restrictive deciding. Each policy keeps one record per
+//! subject (its theoretical arrival time), updated by atomic increment and
+//! compare-and-swap (see `decide`), so several edge instances on one Redis
+//! stay within the limit.
 //!
-//! Variables: `rate_limit_free`, `rate_limit_premium`, `rate_limit_admin`
-//! (`"60/1m"`, `"300/1m;burst=50"` or `"unlimited"`), and `rate_limit_fail_mode`
-//! (`open`, the default, or `closed`) for when the store cannot be reached.
+//! Variables (each `N/period[;burst=B][;fail=open|closed]` or `unlimited`):
+//! - `rate_limit_free`, `rate_limit_premium`, `rate_limit_admin`: per principal by tier;
+//! - `rate_limit_ip`: per client IP, every caller;
+//! - `rate_limit_anonymous_ai`: per client IP, anonymous callers on `ai_routes`;
+//! - `ai_routes`: the route group (`METHOD /path`, comma separated);
+//! - `rate_limit_fail_mode`: `open` (default) or `closed`, for policies without `fail=`.
+//!
+//! When the store cannot be reached a fail-open policy is skipped and a
+//! fail-closed one refuses with 503; either way one log line on stderr
+//! (`event=rate_limit_store_unavailable`) counts it.
 
 wit_bindgen::generate!({ world: "rate-limit-policy", path: "../../wit", generate_all });
 
 use exports::sluice::edge::rate_limit::Guest;
 use sluice::edge::types::{Denial, Principal, RequestHead, Tier};
-use sluice_core::{errors, gcra};
+use sluice_core::gcra;
+use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
+use sluice_core::{errors, identity, route};
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
 
-/// CAS attempts before giving up under contention (then the fail mode decides).
+/// Attempts at resetting an idle record before refusing (see `decide`).
 const MAX_CAS_ATTEMPTS: usize = 16;
 
 type Headers = Vec<(String, String)>;
 
 struct RateLimit;
 
+/// A policy that applies to this request, and the record it counts in.
+struct Check {
+    name: &'static str,
+    spec: PolicySpec,
+    key: String,
+}
+
 impl Guest for RateLimit {
-    fn check(who: Principal, _head: RequestHead) -> Result<Headers, Denial> {
-        let tier = tier_name(who.tier);
-        let spec = config::get(&format!("rate_limit_{tier}"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if spec.trim() == "unlimited" {
-            return Ok(Vec::new());
-        }
-        let Some(quota) = gcra::Quota::parse(&spec) else {
-            return Err(server_error(&format!(
-                "rate_limit_{tier} is not a valid quota: {spec:?}"
-            )));
+    fn check(who: Principal, head: RequestHead) -> Result<Headers, Denial> {
+        let checks = applicable(&who, &head).map_err(|e| server_error(&e))?;
+        let default_fail = match setting("rate_limit_fail_mode") {
+            Some(mode) => FailMode::parse(&mode)
+                .ok_or_else(|| server_error("rate_limit_fail_mode must be `open` or `closed`"))?,
+            None => FailMode::Open,
         };
-        let fail_closed = config::get("rate_limit_fail_mode")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("closed");
-        let key = format!("rl:{tier}:{}", who.subject);
-        match decide(&quota, &key) {
-            Ok(decision) => {
-                let headers = headers(tier, &quota, &decision);
-                if decision.allowed {
-                    Ok(headers)
-                } else {
-                    Err(too_many(headers, &decision))
+        let now = now_ms();
+        let mut applied = Vec::with_capacity(checks.len());
+        for check in checks {
+            let Some(quota) = check.spec.quota else {
+                continue;
+            };
+            match decide(&quota, &check.key, now) {
+                Ok(decision) => {
+                    let allowed = decision.allowed;
+                    applied.push(Applied {
+                        policy: check.name.to_string(),
+                        quota,
+                        decision,
+                    });
+                    // Later policies are not charged for a request that is refused.
+                    if !allowed {
+                        break;
+                    }
+                }
+                Err(StoreUnavailable) => {
+                    let mode = check.spec.fail.unwrap_or(default_fail);
+                    eprintln!(
+                        "event=rate_limit_store_unavailable policy={} fail_mode={}",
+                        check.name,
+                        mode.as_str()
+                    );
+                    if mode == FailMode::Closed {
+                        return Err(unavailable());
+                    }
                 }
             }
-            Err(_) if fail_closed => Err(unavailable()),
-            Err(_) => Ok(Vec::new()),
+        }
+        let headers = rate_policy::headers(&applied);
+        match rate_policy::most_restrictive(&applied) {
+            Some(decisive) if !decisive.decision.allowed => Err(too_many(
+                headers,
+                rate_policy::retry_after_seconds(&decisive.decision),
+            )),
+            _ => Ok(headers),
         }
     }
+}
+
+/// The policies for this caller and route, narrowest first, so a refusal by a
+/// narrow policy does not charge the wider ones.
+fn applicable(who: &Principal, head: &RequestHead) -> Result<Vec<Check>, String> {
+    let spec = |name: &str, default: &str| -> Result<PolicySpec, String> {
+        let value = setting(name).unwrap_or_else(|| default.to_string());
+        PolicySpec::parse(&value).map_err(|e| format!("{name}: {e}"))
+    };
+    let anonymous = who.scopes.iter().any(|s| s == identity::ANONYMOUS_SCOPE);
+    let mut checks = Vec::new();
+    if let Some(ip) = &head.client_ip {
+        let ai_routes = route::parse_list(&setting("ai_routes").unwrap_or_default())
+            .map_err(|e| format!("ai_routes: {e}"))?;
+        if anonymous && route::any_matches(&ai_routes, &head.method, &head.path) {
+            checks.push(Check {
+                name: "anonymous-ai",
+                spec: spec("rate_limit_anonymous_ai", "50/15m")?,
+                key: format!("rl:anonymous-ai:{ip}"),
+            });
+        }
+    }
+    let tier = match who.tier {
+        Tier::Free => "free",
+        Tier::Premium => "premium",
+        Tier::Admin => "admin",
+    };
+    let tier_default = match who.tier {
+        Tier::Free => "60/1m",
+        Tier::Premium => "300/1m",
+        Tier::Admin => "unlimited",
+    };
+    checks.push(Check {
+        name: tier,
+        spec: spec(&format!("rate_limit_{tier}"), tier_default)?,
+        key: format!("rl:{tier}:{}", who.subject),
+    });
+    if let Some(ip) = &head.client_ip {
+        checks.push(Check {
+            name: "ip",
+            spec: spec("rate_limit_ip", "1000/15m")?,
+            key: format!("rl:ip:{ip}"),
+        });
+    }
+    Ok(checks)
+}
+
+fn setting(name: &str) -> Option<String> {
+    config::get(name)
+        .ok()
+        .flatten()
+        .filter(|v| !v.trim().is_empty())
 }
 
 struct StoreUnavailable;
@@ -66,57 +151,63 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn decide(quota: &gcra::Quota, key: &str) -> Result<gcra::Decision, StoreUnavailable> {
+/// One GCRA step against the shared record, built so concurrent callers never
+/// admit more than the quota together and rarely retry:
+/// - a record in the future (a bucket in use) advances by one atomic
+///   `increment` of the emission interval; a caller that finds itself over the
+///   tolerance takes its interval back and is refused (it may make a racing
+///   caller see a fuller bucket than there is: a refusal, never an admission);
+/// - a missing record, or one in the past (an idle bucket), is reset to
+///   `now + interval` by compare-and-swap; a caller that loses the race reads
+///   again and takes the first path.
+fn decide(quota: &gcra::Quota, key: &str, now: u64) -> Result<gcra::Decision, StoreUnavailable> {
     let bucket = store::open("default").map_err(|_| StoreUnavailable)?;
+    let interval = quota.emission_interval_ms();
     for _ in 0..MAX_CAS_ATTEMPTS {
+        // A fresh handle per attempt: hosts differ in what a failed swap hands back.
         let cas = atomics::Cas::new(&bucket, key).map_err(|_| StoreUnavailable)?;
-        let stored = cas.current().map_err(|_| StoreUnavailable)?;
-        let stored_tat = stored.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
-        let decision = gcra::decide(quota, stored_tat, now_ms());
-        if !decision.allowed {
-            return Ok(decision);
+        let stored_tat = cas
+            .current()
+            .map_err(|_| StoreUnavailable)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
+        let read = gcra::decide(quota, stored_tat, now);
+        if !read.allowed {
+            return Ok(read);
         }
-        match atomics::swap(cas, decision.new_tat_ms.to_string().as_bytes()) {
-            Ok(()) => return Ok(decision),
-            Err(atomics::CasError::CasFailed(_)) => continue,
-            Err(atomics::CasError::StoreError(_)) => return Err(StoreUnavailable),
+        match stored_tat {
+            Some(tat) if tat >= now => {
+                drop(cas);
+                let delta = i64::try_from(interval).map_err(|_| StoreUnavailable)?;
+                let advanced =
+                    atomics::increment(&bucket, key, delta).map_err(|_| StoreUnavailable)?;
+                let previous = u64::try_from(advanced)
+                    .unwrap_or(0)
+                    .saturating_sub(interval);
+                let decision = gcra::decide(quota, Some(previous), now);
+                if !decision.allowed {
+                    let _ = atomics::increment(&bucket, key, -delta);
+                }
+                return Ok(decision);
+            }
+            _ => match atomics::swap(cas, read.new_tat_ms.to_string().as_bytes()) {
+                Ok(()) => return Ok(read),
+                Err(atomics::CasError::CasFailed(_)) => continue,
+                Err(atomics::CasError::StoreError(_)) => return Err(StoreUnavailable),
+            },
         }
     }
-    Err(StoreUnavailable)
+    // Never reached in practice (a lost reset race leads to the increment path);
+    // refusing keeps the limit rather than admitting unchecked.
+    Ok(gcra::Decision {
+        allowed: false,
+        remaining: 0,
+        retry_after_ms: interval,
+        reset_after_ms: interval,
+        new_tat_ms: now,
+    })
 }
 
-fn tier_name(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Free => "free",
-        Tier::Premium => "premium",
-        Tier::Admin => "admin",
-    }
-}
-
-fn ceil_seconds(ms: u64) -> u64 {
-    ms.div_ceil(1000)
-}
-
-/// The classic `X-RateLimit-*` pair plus the IETF draft `RateLimit-Policy` / `RateLimit` fields.
-fn headers(policy: &str, quota: &gcra::Quota, d: &gcra::Decision) -> Headers {
-    let window = ceil_seconds(quota.period_ms);
-    let reset = ceil_seconds(d.reset_after_ms);
-    vec![
-        ("x-ratelimit-limit".into(), quota.limit.to_string()),
-        ("x-ratelimit-remaining".into(), d.remaining.to_string()),
-        (
-            "ratelimit-policy".into(),
-            format!("\"{policy}\";q={};w={window}", quota.limit),
-        ),
-        (
-            "ratelimit".into(),
-            format!("\"{policy}\";r={};t={reset}", d.remaining),
-        ),
-    ]
-}
-
-fn too_many(mut headers: Headers, d: &gcra::Decision) -> Denial {
-    let retry_after = ceil_seconds(d.retry_after_ms).max(1);
+fn too_many(mut headers: Headers, retry_after: u64) -> Denial {
     headers.push(("retry-after".into(), retry_after.to_string()));
     headers.push(("content-type".into(), "application/json".into()));
     Denial {

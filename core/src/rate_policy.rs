@@ -1,0 +1,202 @@
+//! Rate-limit policies as configured at the edge, and how several policies that
+//! apply to one request combine: the most restrictive decides and names the
+//! headers.
+
+use crate::gcra::{Decision, Quota};
+
+/// What a policy does when its store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Admit the request (availability first; the default).
+    Open,
+    /// Refuse with 503 (protection first).
+    Closed,
+}
+
+impl FailMode {
+    pub fn parse(s: &str) -> Option<FailMode> {
+        match s.trim() {
+            "open" => Some(FailMode::Open),
+            "closed" => Some(FailMode::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        }
+    }
+}
+
+/// One configured limit: `unlimited`, or `N/period` with optional
+/// `;burst=B` and `;fail=open|closed` (else the global fail mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicySpec {
+    /// `None` is unlimited.
+    pub quota: Option<Quota>,
+    pub fail: Option<FailMode>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "`{0}` is not a rate-limit policy (`N/period[;burst=B][;fail=open|closed]` or `unlimited`)"
+)]
+pub struct PolicyError(pub String);
+
+impl PolicySpec {
+    pub fn parse(spec: &str) -> Result<PolicySpec, PolicyError> {
+        let invalid = || PolicyError(spec.to_string());
+        let mut parts = spec.split(';');
+        let rate = parts.next().unwrap_or("").trim();
+        let mut quota = match rate {
+            "unlimited" => None,
+            rate => Some(Quota::parse(rate).ok_or_else(invalid)?),
+        };
+        let mut fail = None;
+        for option in parts {
+            let (name, value) = option.trim().split_once('=').ok_or_else(invalid)?;
+            match name.trim() {
+                "burst" => {
+                    let burst = value.trim().parse().map_err(|_| invalid())?;
+                    quota = quota.map(|q| q.with_burst(burst));
+                }
+                "fail" => fail = Some(FailMode::parse(value).ok_or_else(invalid)?),
+                _ => return Err(invalid()),
+            }
+        }
+        Ok(PolicySpec { quota, fail })
+    }
+}
+
+/// A policy's decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Bounded set of names (`free`, `premium`, `ip`, `anonymous-ai`, ...).
+    pub policy: String,
+    pub quota: Quota,
+    pub decision: Decision,
+}
+
+/// The decision that speaks for the request: a refusal (the longest wait) if
+/// any, else the one with the fewest requests left.
+pub fn most_restrictive(applied: &[Applied]) -> Option<&Applied> {
+    let refused = applied
+        .iter()
+        .filter(|a| !a.decision.allowed)
+        .max_by_key(|a| a.decision.retry_after_ms);
+    refused.or_else(|| applied.iter().min_by_key(|a| a.decision.remaining))
+}
+
+fn ceil_seconds(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// Seconds a refused client should wait (at least 1).
+pub fn retry_after_seconds(decision: &Decision) -> u64 {
+    ceil_seconds(decision.retry_after_ms).max(1)
+}
+
+/// `X-RateLimit-Limit` / `-Remaining` and `RateLimit` from the most restrictive
+/// policy, `RateLimit-Policy` listing every policy applied (IETF draft fields).
+pub fn headers(applied: &[Applied]) -> Vec<(String, String)> {
+    let Some(decisive) = most_restrictive(applied) else {
+        return Vec::new();
+    };
+    let policies: Vec<String> = applied
+        .iter()
+        .map(|a| {
+            format!(
+                "\"{}\";q={};w={}",
+                a.policy,
+                a.quota.limit,
+                ceil_seconds(a.quota.period_ms)
+            )
+        })
+        .collect();
+    vec![
+        ("x-ratelimit-limit".into(), decisive.quota.limit.to_string()),
+        (
+            "x-ratelimit-remaining".into(),
+            decisive.decision.remaining.to_string(),
+        ),
+        ("ratelimit-policy".into(), policies.join(", ")),
+        (
+            "ratelimit".into(),
+            format!(
+                "\"{}\";r={};t={}",
+                decisive.policy,
+                decisive.decision.remaining,
+                ceil_seconds(decisive.decision.reset_after_ms)
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gcra;
+
+    #[test]
+    fn parses_policies() {
+        assert_eq!(
+            PolicySpec::parse("unlimited"),
+            Ok(PolicySpec {
+                quota: None,
+                fail: None
+            })
+        );
+        let p = PolicySpec::parse("1000/15m;burst=100;fail=closed").unwrap();
+        assert_eq!(p.quota.unwrap().limit, 1000);
+        assert_eq!(p.quota.unwrap().burst, 100);
+        assert_eq!(p.quota.unwrap().period_ms, 900_000);
+        assert_eq!(p.fail, Some(FailMode::Closed));
+        for bad in [
+            "",
+            "60",
+            "60/1m;burst",
+            "60/1m;fail=maybe",
+            "60/1m;color=red",
+        ] {
+            assert!(PolicySpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn applied(policy: &str, spec: &str, stored_tat: Option<u64>) -> Applied {
+        let quota = PolicySpec::parse(spec).unwrap().quota.unwrap();
+        Applied {
+            policy: policy.into(),
+            quota,
+            decision: gcra::decide(&quota, stored_tat, 0),
+        }
+    }
+
+    #[test]
+    fn the_most_restrictive_policy_names_the_headers() {
+        let all = [
+            applied("premium", "300/1m", None),
+            applied("ip", "10/1m", None),
+        ];
+        assert_eq!(most_restrictive(&all).unwrap().policy, "ip");
+        let h = headers(&all);
+        assert_eq!(h[0], ("x-ratelimit-limit".into(), "10".into()));
+        assert_eq!(h[1], ("x-ratelimit-remaining".into(), "9".into()));
+        assert_eq!(
+            h[2].1, "\"premium\";q=300;w=60, \"ip\";q=10;w=60",
+            "every policy is listed"
+        );
+        assert!(h[3].1.starts_with("\"ip\";r=9;"));
+
+        // A refusal speaks for the request even when another policy has less left.
+        let refused = applied("anonymous-ai", "1/1m", Some(60_000));
+        assert!(!refused.decision.allowed);
+        let all = [applied("ip", "10/1m;burst=1", None), refused];
+        assert_eq!(most_restrictive(&all).unwrap().policy, "anonymous-ai");
+        assert_eq!(
+            retry_after_seconds(&most_restrictive(&all).unwrap().decision),
+            60
+        );
+    }
+}
