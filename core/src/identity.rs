@@ -36,6 +36,11 @@ impl Tier {
 /// open to anonymous use; their subject is `anonymous:<client ip>`.
 pub const ANONYMOUS_SCOPE: &str = "anonymous";
 
+/// The scope of the edge's own calls to the origin (key lookups). The auth
+/// policy never grants it to a client, and the gateway never forwards
+/// `/internal/` paths.
+pub const EDGE_INTERNAL_SCOPE: &str = "edge:internal";
+
 /// Who is calling, as established at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

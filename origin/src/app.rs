@@ -1,9 +1,12 @@
 //! The HTTP application: state, routes and middleware, assembled in one place.
 
+use crate::admin;
 use crate::chat::{self, Models};
 use crate::config::{Config, ProviderKind};
+use crate::db::Db;
 use crate::edge_auth::require_edge_signature;
 use crate::error::ApiError;
+use crate::keys::KeyStore;
 use crate::provider::ChatProvider;
 use crate::provider::simulated::Simulated;
 use axum::body::{Body, Bytes};
@@ -11,7 +14,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde_json::json;
 use sluice_core::identity::Identity;
@@ -25,6 +28,8 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub models: Models,
+    pub keys: KeyStore,
+    pub db: Db,
     pub edge_secret: Arc<str>,
     pub max_skew_secs: u64,
     pub body_limit_bytes: usize,
@@ -32,7 +37,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn from_config(config: &Config) -> AppState {
+    /// The state for `config`, on a database already connected and migrated
+    /// (`crate::db::connect`).
+    pub fn new(config: &Config, db: Db) -> AppState {
         let simulated: Arc<dyn ChatProvider> = Arc::new(Simulated::new(config.simulated.clone()));
         let models = config
             .models
@@ -46,6 +53,8 @@ impl AppState {
             .collect::<HashMap<_, _>>();
         AppState {
             models: Models::new(models),
+            keys: KeyStore::new(db.clone()),
+            db,
             edge_secret: config.edge.secret.clone().unwrap_or_default().into(),
             max_skew_secs: config.edge.max_skew_secs,
             body_limit_bytes: config.server.body_limit_bytes,
@@ -74,6 +83,12 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
         .route("/v1/me", get(me))
+        .route(
+            "/v1/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/v1/admin/keys/{id}", delete(admin::revoke_key))
+        .route("/internal/v1/keys/{hash}", get(admin::lookup_key))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit_bytes))
         .route_layer(middleware::from_fn_with_state(
@@ -97,12 +112,24 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ready",
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = sqlx::query("SELECT 1").execute(&state.db).await;
+    let status = if database.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if database.is_ok() { "ready" } else { "not_ready" },
         "uptime_seconds": state.started.elapsed().as_secs(),
         "models": state.models.names(),
-    }))
+        "database": {
+            "ok": database.is_ok(),
+            "pool_size": state.db.size(),
+            "pool_idle": state.db.num_idle(),
+        },
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -12,6 +12,7 @@ use std::path::Path;
 pub struct Config {
     pub server: ServerConfig,
     pub edge: EdgeConfig,
+    pub database: DatabaseConfig,
     pub simulated: SimulatedConfig,
     pub models: Vec<ModelConfig>,
 }
@@ -33,6 +34,22 @@ pub struct EdgeConfig {
     pub secret: Option<String>,
     /// How far an edge timestamp may be from the origin's clock, in seconds.
     pub max_skew_secs: u64,
+}
+
+/// The database pool. Defaults are the seeds': at most 100 connections, 10
+/// kept open, idle ones closed after 10 s, statements bounded to 10 s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` (a file, created when missing) or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub idle_timeout_secs: u64,
+    /// Postgres cancels a longer statement; SQLite waits this long for a lock.
+    pub statement_timeout_secs: u64,
+    /// How long a request waits for a free connection.
+    pub acquire_timeout_secs: u64,
 }
 
 /// The simulated provider: a stand-in for a model, for local runs and benchmarks.
@@ -70,6 +87,14 @@ impl Default for Config {
             edge: EdgeConfig {
                 secret: None,
                 max_skew_secs: 30,
+            },
+            database: DatabaseConfig {
+                url: "sqlite://sluice.db?mode=rwc".into(),
+                max_connections: 100,
+                min_connections: 10,
+                idle_timeout_secs: 10,
+                statement_timeout_secs: 10,
+                acquire_timeout_secs: 10,
             },
             simulated: SimulatedConfig {
                 time_to_first_token_ms: 0,
@@ -149,6 +174,22 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "models",
                 message: format!("`{}` is configured twice", pair[0]),
+            });
+        }
+        let db = &self.database;
+        if !(db.url.starts_with("sqlite:")
+            || db.url.starts_with("postgres:")
+            || db.url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "database.url",
+                message: "must start with sqlite: or postgres:".into(),
+            });
+        }
+        if db.max_connections == 0 || db.min_connections > db.max_connections {
+            return Err(ConfigError::Invalid {
+                field: "database.max_connections",
+                message: "must be positive and at least min_connections".into(),
             });
         }
         if self.server.body_limit_bytes == 0 {

@@ -22,6 +22,10 @@ pub enum ApiError {
     Provider(String),
     #[error("Not found.")]
     NotFound,
+    #[error("This route needs the admin tier.")]
+    Forbidden,
+    #[error("The database is unavailable.")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -32,6 +36,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EdgeSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -47,12 +53,17 @@ impl ApiError {
             }
             ApiError::Provider(_) => ("server_error", Some("provider_error")),
             ApiError::NotFound => ("invalid_request_error", Some("not_found")),
+            ApiError::Forbidden => ("permission_error", Some("forbidden")),
+            ApiError::Database(_) => ("server_error", Some("database_unavailable")),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Database(e) = &self {
+            tracing::error!(error = %e, "database error");
+        }
         let status = self.status();
         let (kind, code) = self.kind_and_code();
         let param = match &self {

@@ -1,7 +1,9 @@
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use sluice_core::identity::Tier;
 use sluice_origin::app::{AppState, app};
 use sluice_origin::config::Config;
+use sluice_origin::keys::{KeyStore, NewKey};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +20,41 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "SLUICE_LOG_JSON")]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage API keys in the configured database (the admin API does the same
+    /// over HTTP; this creates the first admin key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (shown only this once).
+    Create {
+        #[arg(long)]
+        subject: String,
+        /// free, premium or admin; sets the subject's tier.
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Tier>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (never the keys themselves), as JSON.
+    List {
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::parse(s).ok_or_else(|| format!("`{s}` is not free, premium or admin"))
 }
 
 fn main() {
@@ -51,7 +88,13 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(Command::Keys(command)) = cli.command {
+        return runtime.block_on(keys(&config, command));
+    }
     runtime.block_on(async move {
+        let db = sluice_origin::db::connect(&config.database)
+            .await
+            .context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -59,7 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         tracing::info!(%addr, models = config.models.len(), "sluice-origin listening");
         println!("listening on http://{addr}");
         let router = app(
-            AppState::from_config(&config),
+            AppState::new(&config, db),
             Duration::from_secs(config.server.request_timeout_secs),
         );
         axum::serve(listener, router)
@@ -68,6 +111,35 @@ fn run(cli: Cli) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
+    let db = sluice_origin::db::connect(&config.database)
+        .await
+        .context("opening the database")?;
+    let store = KeyStore::new(db);
+    let out = match command {
+        KeysCommand::Create {
+            subject,
+            tier,
+            name,
+        } => serde_json::to_string_pretty(
+            &store
+                .create(NewKey {
+                    subject: &subject,
+                    tier,
+                    name: &name,
+                    scopes: &[],
+                })
+                .await?,
+        )?,
+        KeysCommand::List { subject } => {
+            serde_json::to_string_pretty(&store.list(subject.as_deref()).await?)?
+        }
+        KeysCommand::Revoke { id } => serde_json::to_string_pretty(&store.revoke(&id).await?)?,
+    };
+    println!("{out}");
+    Ok(())
 }
 
 async fn shutdown_signal() {

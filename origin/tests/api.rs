@@ -17,12 +17,17 @@ use tower::ServiceExt;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-fn router() -> axum::Router {
+async fn router() -> axum::Router {
+    let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(&format!(
-        "[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\n"
+        "[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\n[database]\nurl = \"sqlite://{}?mode=rwc\"\nmin_connections = 1\n",
+        dir.path().join("api.db").display()
     ))
     .unwrap();
-    app(AppState::from_config(&config), Duration::from_secs(5))
+    let db = sluice_origin::db::connect(&config.database).await.unwrap();
+    // The file outlives the test's few requests; the OS cleans the temp dir.
+    std::mem::forget(dir);
+    app(AppState::new(&config, db), Duration::from_secs(5))
 }
 
 fn alice() -> Identity {
@@ -49,7 +54,7 @@ fn signed(method: &str, path: &str, body: impl Into<Body>, at: u64) -> Request<B
 }
 
 async fn send(req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let response = router().oneshot(req).await.unwrap();
+    let response = router().await.oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response

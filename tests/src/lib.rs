@@ -51,6 +51,8 @@ pub struct Stack {
     pub origin: String,
     pub secret: String,
     children: Vec<Child>,
+    /// The origin's SQLite file, removed with the stack.
+    database: PathBuf,
 }
 
 impl Drop for Stack {
@@ -58,6 +60,11 @@ impl Drop for Stack {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.database.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -91,8 +98,13 @@ impl Stack {
             ));
         }
         let keys = keys.join(",");
+        let database = std::env::temp_dir().join(format!("sluice-e2e-{:x}.db", rand_u128()));
         let origin_child = Command::new(bin("sluice-origin"))
             .env("SLUICE_EDGE__SECRET", &secret)
+            .env(
+                "SLUICE_DATABASE__URL",
+                format!("sqlite://{}?mode=rwc", database.display()),
+            )
             .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{origin_port}"))
             .stdout(Stdio::null())
             .spawn()
@@ -136,6 +148,7 @@ impl Stack {
             origin,
             secret,
             children,
+            database,
         };
         wait_healthy(&format!("{}/health", stack.origin)).await;
         for edge in &stack.edges {

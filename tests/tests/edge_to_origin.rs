@@ -319,3 +319,76 @@ async fn a_jwt_caller_reaches_the_origin_as_its_subject_and_tier() {
     let foreign = get(&me, &token(now + 60, "https://other.example")).await;
     assert_eq!(foreign.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_issued_by_the_admin_api_work_at_the_edge_until_revoked() {
+    let admin_key = sluice_e2e::unique("sk-admin");
+    let stack = Stack::start(Options {
+        api_keys: vec![(admin_key.clone(), "root".into(), "admin")],
+        edge_variables: vec![
+            ("api_key_cache_seconds", "2".into()),
+            ("api_key_negative_cache_seconds", "0".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let keys = format!("{}/v1/admin/keys", stack.edge);
+    let me = format!("{}/v1/me", stack.edge);
+
+    let denied = post(&keys, Some(DEMO_KEY), json!({"subject": "x"}).to_string()).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let created = post(
+        &keys,
+        Some(&admin_key),
+        json!({"subject": "carol", "tier": "premium"}).to_string(),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let key = created["key"].as_str().unwrap();
+
+    let r = get(&me, key).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "300");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["subject"], &v["tier"]),
+        (&json!("carol"), &json!("premium"))
+    );
+    assert_eq!(v["key_id"], created["id"]);
+
+    // Clients cannot reach the origin's internal lookup through the edge.
+    let hash = sluice_core::api_key::hash(key);
+    let probe = get(
+        &format!("{}/internal/v1/keys/{hash}", stack.edge),
+        &admin_key,
+    )
+    .await;
+    assert_eq!(probe.status(), StatusCode::NOT_FOUND);
+
+    let revoked = reqwest::Client::new()
+        .delete(format!("{keys}/{}", created["id"].as_str().unwrap()))
+        .bearer_auth(&admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    loop {
+        let status = get(&me, key).await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "still admitted {:?} after revocation (bound: 2 s cache)",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&me, "sk-never-issued").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,4 +1,5 @@
-//! A blocking GET over `wasi:http/outgoing-handler`, for the JWKS. Policies are
+//! A blocking GET over `wasi:http/outgoing-handler`, for the JWKS and key
+//! lookups at the origin. Policies are
 //! synchronous WIT functions, so this waits on the pollables itself; the host
 //! applies `allowed_outbound_hosts` and the request deadline.
 
@@ -9,7 +10,22 @@ use crate::wasi::http::types::{Fields, Method, OutgoingRequest, RequestOptions, 
 const MAX_BODY_BYTES: u64 = 256 * 1024;
 const TIMEOUT_NS: u64 = 3_000_000_000;
 
+/// What came back: the status and, for a 200, the body.
+pub struct Fetched {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A GET that must answer 200.
 pub fn get(url: &str) -> Result<Vec<u8>, String> {
+    let fetched = get_with(url, &[])?;
+    if fetched.status != 200 {
+        return Err(format!("status {}", fetched.status));
+    }
+    Ok(fetched.body)
+}
+
+pub fn get_with(url: &str, extra_headers: &[(&str, String)]) -> Result<Fetched, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("not an absolute URL: {url}"))?;
@@ -22,8 +38,11 @@ pub fn get(url: &str) -> Result<Vec<u8>, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let headers = Fields::from_list(&[("accept".to_string(), b"application/json".to_vec())])
-        .map_err(|e| format!("{e:?}"))?;
+    let mut fields = vec![("accept".to_string(), b"application/json".to_vec())];
+    for (name, value) in extra_headers {
+        fields.push((name.to_string(), value.as_bytes().to_vec()));
+    }
+    let headers = Fields::from_list(&fields).map_err(|e| format!("{e:?}"))?;
     let request = OutgoingRequest::new(headers);
     let set = |ok: Result<(), ()>| ok.map_err(|()| "invalid request part".to_string());
     set(request.set_method(&Method::Get))?;
@@ -42,8 +61,12 @@ pub fn get(url: &str) -> Result<Vec<u8>, String> {
         .ok_or("no response")?
         .map_err(|()| "response taken twice")?
         .map_err(|e| format!("{e:?}"))?;
-    if response.status() != 200 {
-        return Err(format!("status {}", response.status()));
+    let status = response.status();
+    if status != 200 {
+        return Ok(Fetched {
+            status,
+            body: Vec::new(),
+        });
     }
     let body = response.consume().map_err(|()| "body taken twice")?;
     let stream = body.stream().map_err(|()| "body stream taken twice")?;
@@ -60,5 +83,5 @@ pub fn get(url: &str) -> Result<Vec<u8>, String> {
             Err(e) => return Err(format!("{e:?}")),
         }
     }
-    Ok(out)
+    Ok(Fetched { status, body: out })
 }

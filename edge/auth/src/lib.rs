@@ -5,8 +5,9 @@
 //! `jwt_leeway_seconds`, `jwt_tier_claim` (a missing claim is the free tier),
 //! `jwks_cache_seconds`, `jwks_refresh_interval_seconds`.
 //!
-//! API keys (`sk-...`) are configured as SHA-256 hashes in the `api_keys`
-//! variable (`hash:subject:tier`, comma separated) and compared in constant time.
+//! API keys (`sk-...`): those in the `api_keys` variable (SHA-256 hashes,
+//! `hash:subject:tier`, comma separated, compared in constant time), then
+//! those issued through the origin's admin API (see `issued`).
 //!
 //! Routes: `anonymous_routes` (`METHOD /path, ...`) admit callers without
 //! credentials as `anonymous:<ip>` with the `anonymous` scope (free tier, and
@@ -16,6 +17,7 @@
 wit_bindgen::generate!({ world: "auth-policy", path: "../../wit", generate_all });
 
 mod fetch;
+mod issued;
 mod jwt;
 
 use exports::sluice::edge::auth::Guest;
@@ -75,17 +77,66 @@ fn establish(head: &RequestHead) -> Result<Principal, Denial> {
         Err(_) => return Err(internal("auth configuration unavailable")),
     };
     let records = records.map_err(|e| internal(&e.to_string()))?;
-    match api_key::find(&records, token) {
-        Some(record) => Ok(Principal {
+    if let Some(record) = api_key::find(&records, token) {
+        return Ok(Principal {
             subject: record.subject.clone(),
             tier: to_wit(record.tier),
             key_id: Some(api_key::key_id(&record.hash).to_string()),
             scopes: Vec::new(),
+        });
+    }
+    let number = |name: &str, default: u64| {
+        setting(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let settings = issued::Settings {
+        origin_url: setting("origin_url").unwrap_or_default(),
+        edge_secret: setting("edge_secret").unwrap_or_default(),
+        cache_seconds: number("api_key_cache_seconds", 30),
+        negative_cache_seconds: number("api_key_negative_cache_seconds", 5),
+    };
+    match issued::lookup(&api_key::hash(token), &settings, now_ms()) {
+        Ok(Some(key)) => Ok(Principal {
+            subject: key.subject,
+            tier: to_wit(key.tier),
+            key_id: Some(key.key_id),
+            scopes: without_reserved(key.scopes),
         }),
-        None => Err(unauthorized(
+        Ok(None) => Err(unauthorized(
             "Incorrect API key provided.",
             Some("invalid_token"),
         )),
+        Err(issued::Unavailable(reason)) => {
+            eprintln!("event=api_key_lookup_failed reason={reason:?}");
+            Err(unavailable())
+        }
+    }
+}
+
+/// Scopes only the edge itself may hold never come from a credential.
+fn without_reserved(scopes: Vec<String>) -> Vec<String> {
+    scopes
+        .into_iter()
+        .filter(|s| s != identity::EDGE_INTERNAL_SCOPE && s != identity::ANONYMOUS_SCOPE)
+        .collect()
+}
+
+fn unavailable() -> Denial {
+    Denial {
+        status: 503,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("retry-after".into(), "1".into()),
+        ],
+        body: errors::openai_error(
+            "API keys cannot be checked right now.",
+            "server_error",
+            Some("auth_unavailable"),
+            None,
+        )
+        .to_string()
+        .into_bytes(),
     }
 }
 
@@ -118,7 +169,7 @@ fn from_jwt(token: &str) -> Result<Principal, Denial> {
         subject: verified.subject,
         tier,
         key_id: Some(verified.key_id),
-        scopes: verified.scopes,
+        scopes: without_reserved(verified.scopes),
     })
 }
 

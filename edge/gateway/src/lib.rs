@@ -59,6 +59,22 @@ async fn handle(req: Request) -> Response {
                 .into_bytes(),
         );
     }
+    // The origin's internal routes answer only the edge's own signed calls;
+    // clients never reach them through the gateway.
+    if req.path().starts_with("/internal/") {
+        return json(
+            404,
+            Vec::new(),
+            errors::openai_error(
+                "Not found.",
+                "invalid_request_error",
+                Some("not_found"),
+                None,
+            )
+            .to_string()
+            .into_bytes(),
+        );
+    }
     let head = request_head(&req);
 
     let who = match auth::authenticate(&head) {

@@ -1,0 +1,137 @@
+//! Admin API (admin tier, through the edge) for API keys, and the edge's own
+//! key lookup. Handlers extract, call the key store, and map.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::keys::{KeyError, NewKey};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_core::identity::{EDGE_INTERNAL_SCOPE, Identity, Tier};
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> ApiError {
+        match e {
+            KeyError::NotFound => ApiError::NotFound,
+            KeyError::Sql(e) => ApiError::Database(Box::new(e)),
+        }
+    }
+}
+
+fn require_admin(who: &Identity) -> Result<(), ApiError> {
+    if who.tier == Tier::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    subject: String,
+    tier: Option<Tier>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// `POST /v1/admin/keys`: 201 with the key, shown this once.
+pub async fn create_key(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&who)?;
+    let Json(body) = body.map_err(|e| ApiError::InvalidRequest {
+        message: e.body_text(),
+        param: None,
+    })?;
+    let subject = body.subject.trim();
+    if subject.is_empty() || subject.len() > 200 || subject.starts_with("anonymous:") {
+        return Err(ApiError::InvalidRequest {
+            message: "`subject` must be 1 to 200 characters and not `anonymous:...`.".into(),
+            param: Some("subject".into()),
+        });
+    }
+    if body
+        .scopes
+        .iter()
+        .any(|s| s == EDGE_INTERNAL_SCOPE || s.contains(char::is_whitespace))
+    {
+        return Err(ApiError::InvalidRequest {
+            message: "`scopes` must be single words and not reserved.".into(),
+            param: Some("scopes".into()),
+        });
+    }
+    let created = state
+        .keys
+        .create(NewKey {
+            subject,
+            tier: body.tier,
+            name: &body.name,
+            scopes: &body.scopes,
+        })
+        .await?;
+    tracing::info!(event = "api_key_created", key_id = %created.info.id, subject = %created.info.subject, by = %who.sub);
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeys {
+    subject: Option<String>,
+}
+
+/// `GET /v1/admin/keys[?subject=...]`
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Query(query): Query<ListKeys>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&who)?;
+    let keys = state.keys.list(query.subject.as_deref()).await?;
+    Ok(Json(json!({ "object": "list", "data": keys })))
+}
+
+/// `DELETE /v1/admin/keys/{id}`: revoked at once here, at the edge within
+/// its key cache time.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&who)?;
+    let key = state.keys.revoke(&id).await?;
+    tracing::info!(event = "api_key_revoked", key_id = %key.id, subject = %key.subject, by = %who.sub);
+    Ok(Json(json!({ "revoked": true, "key": key })))
+}
+
+/// `GET /internal/v1/keys/{hash}`: the edge's lookup of a presented key. Only
+/// the edge's own calls carry the internal scope (the gateway never forwards
+/// `/internal/` paths), so clients cannot probe hashes here.
+pub async fn lookup_key(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(hash): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !who.scopes.iter().any(|s| s == EDGE_INTERNAL_SCOPE) {
+        return Err(ApiError::Forbidden);
+    }
+    let key = state
+        .keys
+        .active_by_hash(&hash)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({
+        "subject": key.subject,
+        "tier": key.tier,
+        "key_id": key.id,
+        "scopes": key.scopes,
+    })))
+}

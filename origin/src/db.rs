@@ -1,0 +1,54 @@
+//! The database: SQLite (a file, the embedded default) or Postgres, chosen by
+//! the URL, behind sqlx's `Any` driver so one set of queries and migrations
+//! serves both. Queries use `$1`-style parameters, which both engines accept.
+
+use crate::config::DatabaseConfig;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+pub type Db = AnyPool;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens the pool and brings the schema up to date.
+pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
+    install_default_drivers();
+    let statement_timeout_ms = config.statement_timeout_secs.saturating_mul(1000);
+    let postgres = config.url.starts_with("postgres");
+    let pool = AnyPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections)
+        .idle_timeout(Duration::from_secs(config.idle_timeout_secs))
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // Both bound how long one statement may hold a connection: Postgres
+                // cancels it, SQLite stops waiting for a lock.
+                let setting = if postgres {
+                    format!("SET statement_timeout = {statement_timeout_ms}")
+                } else {
+                    format!("PRAGMA busy_timeout = {statement_timeout_ms}")
+                };
+                conn.execute(setting.as_str()).await?;
+                if !postgres {
+                    // Readers never wait for the writer; the file stays consistent on a crash.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&config.url)
+        .await?;
+    MIGRATIONS.run(&pool).await?;
+    Ok(pool)
+}
