@@ -1,0 +1,270 @@
+//! Load for the benchmarks, on this machine, without closed-loop bias.
+//!
+//! `rate` sends requests at a fixed rate whatever the server does (open loop):
+//! each latency is measured from when its request was *due*, so a stalled
+//! server shows as latency instead of silently lowering the load (coordinated
+//! omission). `hold` opens many keep-alive connections, sends one request on
+//! each and keeps them open, for memory measurements under connection load.
+//! Both print one JSON object.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use sluice_core::edge_signature;
+use sluice_core::identity::{Identity, Tier};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "sluice-load", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fixed-rate load; prints requests/s, success rate and latency percentiles.
+    Rate(RateArgs),
+    /// Hold N connections open after one request each; prints how many succeeded.
+    Hold(HoldArgs),
+}
+
+#[derive(clap::Args)]
+struct RateArgs {
+    #[arg(long)]
+    url: String,
+    /// Requests per second.
+    #[arg(long)]
+    rate: u32,
+    /// Seconds of load (after a warm-up of one second, not counted).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request body (sent as JSON); `{n}` becomes the request's number, so
+    /// bodies can differ (cache misses) or repeat (hits).
+    #[arg(long)]
+    body: Option<String>,
+    /// `Name: value`, repeatable.
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Most requests in flight at once; more are counted as errors rather than queued.
+    #[arg(long, default_value_t = 2000)]
+    max_in_flight: usize,
+    /// Sign each request as the edge would, with this secret: a baseline that
+    /// calls the origin directly.
+    #[arg(long)]
+    sign_secret: Option<String>,
+    #[arg(long, default_value = "bench")]
+    sign_subject: String,
+}
+
+#[derive(clap::Args)]
+struct HoldArgs {
+    /// `host:port`
+    #[arg(long)]
+    addr: String,
+    #[arg(long, default_value = "/health")]
+    path: String,
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// How long to keep them open after the last one answered.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        match cli.command {
+            Command::Rate(args) => rate(args).await,
+            Command::Hold(args) => hold(args).await,
+        }
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("header `{h}` is not `Name: value`"))?;
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+async fn rate(args: RateArgs) -> Result<serde_json::Value> {
+    if args.rate == 0 {
+        bail!("--rate must be positive");
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.max_in_flight)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let method: reqwest::Method = args.method.parse()?;
+    let headers = parse_headers(&args.headers)?;
+    let url: reqwest::Url = args.url.parse()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let identity = Identity {
+        sub: args.sign_subject.clone(),
+        tier: Tier::Premium,
+        kid: None,
+        scopes: Vec::new(),
+    }
+    .encode();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let warmup = u64::from(args.rate);
+    let total = warmup + u64::from(args.rate) * args.seconds;
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
+    let (results, mut received) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let start = Instant::now();
+    let mut shed = 0u64;
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            shed += 1;
+            continue;
+        };
+        let mut request = client.request(method.clone(), &args.url);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        if let Some(secret) = &args.sign_secret {
+            for (name, value) in edge_headers(secret, &method, &path_and_query, &identity) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(body) = &args.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.replace("{n}", &i.to_string()));
+        }
+        let results = results.clone();
+        let counted = i >= warmup;
+        tokio::spawn(async move {
+            let outcome = match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    // The whole body, as a client would read it.
+                    response.bytes().await.ok().map(|_| ())
+                }
+                _ => None,
+            };
+            drop(permit);
+            if counted {
+                let micros = due.elapsed().as_micros() as u64;
+                let _ = results.send(outcome.map(|()| micros));
+            }
+        });
+    }
+    drop(results);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    while let Some(result) = received.recv().await {
+        match result {
+            Some(micros) => {
+                ok += 1;
+                histogram.saturating_record(micros);
+            }
+            None => failed += 1,
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64() - 1.0;
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "mode": "rate",
+        "url": args.url,
+        "target_rps": args.rate,
+        "seconds": args.seconds,
+        "sent": ok + failed,
+        "ok": ok,
+        "failed": failed,
+        "shed": shed,
+        "achieved_rps": (ok + failed) as f64 / elapsed.max(0.001),
+        "success_rate": ok as f64 / ((ok + failed).max(1)) as f64,
+        "p50_ms": ms(0.50),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+        "max_ms": histogram.max() as f64 / 1000.0,
+    }))
+}
+
+/// The headers the edge adds: identity, time and their HMAC.
+fn edge_headers(
+    secret: &str,
+    method: &reqwest::Method,
+    path_and_query: &str,
+    identity: &str,
+) -> [(&'static str, String); 3] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let signature = edge_signature::sign(
+        secret.as_bytes(),
+        method.as_str(),
+        path_and_query,
+        now,
+        identity,
+    );
+    [
+        (edge_signature::IDENTITY_HEADER, identity.to_string()),
+        (edge_signature::TIMESTAMP_HEADER, now.to_string()),
+        (edge_signature::SIGNATURE_HEADER, signature),
+    ]
+}
+
+async fn hold(args: HoldArgs) -> Result<serde_json::Value> {
+    let headers = parse_headers(&args.headers)?;
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n",
+        args.path, args.addr
+    );
+    for (name, value) in &headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut tasks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let (addr, request) = (args.addr.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut head = [0u8; 1024];
+            let n = stream.read(&mut head).await.ok()?;
+            let answered = head[..n].starts_with(b"HTTP/1.1 2");
+            answered.then_some(stream)
+        }));
+    }
+    let mut open = Vec::new();
+    for task in tasks {
+        if let Ok(Some(stream)) = task.await {
+            open.push(stream);
+        }
+    }
+    println!(
+        "{}",
+        json!({ "event": "holding", "connections": open.len(), "pid": std::process::id() })
+    );
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    Ok(json!({
+        "mode": "hold",
+        "requested": args.connections,
+        "answered_and_held": open.len(),
+        "seconds": args.seconds,
+    }))
+}
