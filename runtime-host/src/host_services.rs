@@ -8,6 +8,8 @@ use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
+/// Public so tests (and embedders) can generate bindings for worlds that
+/// import these interfaces and map them here with bindgen's `with`.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
