@@ -46,6 +46,12 @@ fn setting(name: &str) -> Option<String> {
     config::get(name).ok().flatten()
 }
 
+fn number_setting(name: &str, default: u64) -> u64 {
+    setting(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 fn establish(head: &RequestHead) -> Result<Principal, Denial> {
     let header = head
         .headers
@@ -85,16 +91,11 @@ fn establish(head: &RequestHead) -> Result<Principal, Denial> {
             scopes: Vec::new(),
         });
     }
-    let number = |name: &str, default: u64| {
-        setting(name)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(default)
-    };
     let settings = issued::Settings {
         origin_url: setting("origin_url").unwrap_or_default(),
         edge_secret: setting("edge_secret").unwrap_or_default(),
-        cache_seconds: number("api_key_cache_seconds", 30),
-        negative_cache_seconds: number("api_key_negative_cache_seconds", 5),
+        cache_seconds: number_setting("api_key_cache_seconds", 30),
+        negative_cache_seconds: number_setting("api_key_negative_cache_seconds", 5),
     };
     match issued::lookup(&api_key::hash(token), &settings, now_ms()) {
         Ok(Some(key)) => Ok(Principal {
@@ -141,21 +142,16 @@ fn unavailable() -> Denial {
 }
 
 fn from_jwt(token: &str) -> Result<Principal, Denial> {
-    let number = |name: &str, default: u64| {
-        setting(name)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(default)
-    };
     let nonempty = |name: &str| setting(name).filter(|v| !v.trim().is_empty());
     let settings = jwt::Settings {
         hs256_secret: nonempty("jwt_hs256_secret"),
         jwks_url: nonempty("jwks_url"),
         issuer: nonempty("jwt_issuer"),
         audience: nonempty("jwt_audience"),
-        leeway_seconds: number("jwt_leeway_seconds", 30),
+        leeway_seconds: number_setting("jwt_leeway_seconds", 30),
         tier_claim: nonempty("jwt_tier_claim").unwrap_or_else(|| "tier".into()),
-        jwks_cache_seconds: number("jwks_cache_seconds", 600),
-        jwks_refresh_interval_seconds: number("jwks_refresh_interval_seconds", 30),
+        jwks_cache_seconds: number_setting("jwks_cache_seconds", 600),
+        jwks_refresh_interval_seconds: number_setting("jwks_refresh_interval_seconds", 30),
     };
     let verified = jwt::verify(token, &settings, now_ms())
         .map_err(|jwt::Refusal(message)| unauthorized(&message, Some("invalid_token")))?;

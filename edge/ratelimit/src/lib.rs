@@ -110,15 +110,10 @@ fn applicable(who: &Principal, head: &RequestHead) -> Result<Vec<Check>, String>
             });
         }
     }
-    let tier = match who.tier {
-        Tier::Free => "free",
-        Tier::Premium => "premium",
-        Tier::Admin => "admin",
-    };
-    let tier_default = match who.tier {
-        Tier::Free => "60/1m",
-        Tier::Premium => "300/1m",
-        Tier::Admin => "unlimited",
+    let (tier, tier_default) = match who.tier {
+        Tier::Free => ("free", "60/1m"),
+        Tier::Premium => ("premium", "300/1m"),
+        Tier::Admin => ("admin", "unlimited"),
     };
     checks.push(Check {
         name: tier,
