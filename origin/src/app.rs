@@ -1,24 +1,24 @@
 //! The HTTP application: state, routes and middleware, assembled in one place.
 
 use crate::admin;
-use crate::chat::{self, Models};
-use crate::config::{Config, ProviderKind};
+use crate::chat;
+use crate::config::Config;
 use crate::db::Db;
 use crate::edge_auth::require_edge_signature;
 use crate::error::ApiError;
 use crate::keys::KeyStore;
-use crate::provider::ChatProvider;
-use crate::provider::simulated::Simulated;
-use axum::body::{Body, Bytes};
+use crate::priority::Priority;
+use crate::routing::Engine;
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use sluice_core::identity::Identity;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,39 +27,30 @@ use tower_http::trace::TraceLayer;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub models: Models,
+    pub engine: Arc<Engine>,
     pub keys: KeyStore,
     pub db: Db,
     pub edge_secret: Arc<str>,
     pub max_skew_secs: u64,
     pub body_limit_bytes: usize,
+    pub coalesce: bool,
     pub started: Instant,
 }
 
 impl AppState {
     /// The state for `config`, on a database already connected and migrated
     /// (`crate::db::connect`).
-    pub fn new(config: &Config, db: Db) -> AppState {
-        let simulated: Arc<dyn ChatProvider> = Arc::new(Simulated::new(config.simulated.clone()));
-        let models = config
-            .models
-            .iter()
-            .map(|m| {
-                let provider = match m.provider {
-                    ProviderKind::Simulated => simulated.clone(),
-                };
-                (m.name.clone(), provider)
-            })
-            .collect::<HashMap<_, _>>();
-        AppState {
-            models: Models::new(models),
+    pub fn new(config: &Config, db: Db) -> Result<AppState, reqwest::Error> {
+        Ok(AppState {
+            engine: Arc::new(Engine::from_config(config)?),
             keys: KeyStore::new(db.clone()),
             db,
             edge_secret: config.edge.secret.clone().unwrap_or_default().into(),
             max_skew_secs: config.edge.max_skew_secs,
             body_limit_bytes: config.server.body_limit_bytes,
+            coalesce: config.routing.coalesce,
             started: Instant::now(),
-        }
+        })
     }
 }
 
@@ -81,6 +72,7 @@ pub fn unix_now() -> u64 {
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/me", get(me))
         .route(
@@ -122,7 +114,8 @@ async fn ready(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if database.is_ok() { "ready" } else { "not_ready" },
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "models": state.models.names(),
+        "models": state.engine.model_names(),
+        "deployments": state.engine.health(),
         "database": {
             "ok": database.is_ok(),
             "pool_size": state.db.size(),
@@ -136,12 +129,9 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-async fn chat_completions(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
+/// The body, or the limit error in OpenAI's shape.
+fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: state.body_limit_bytes,
         },
@@ -149,48 +139,88 @@ async fn chat_completions(
             message: rejection.body_text(),
             param: None,
         },
-    })?;
-    let request = chat::parse(&body)?;
-    let answer = chat::complete(&state.models, &request, unix_now()).await?;
-    let usage = answer.response.usage;
-    tracing::info!(subject = %who.sub, tier = who.tier.as_str(), model = %request.model, provider = answer.provider,
-        prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion");
-    let mut response = if request.stream.unwrap_or(false) {
-        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let events = chat::sse_events(&answer.response, include_usage);
-        let stream =
-            futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
-        let mut response = Body::from_stream(stream).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    } else {
-        Json(&answer.response).into_response()
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        "x-sluice-provider",
-        HeaderValue::from_static(answer.provider),
-    );
-    for (name, value) in [
-        ("x-sluice-prompt-tokens", usage.prompt_tokens),
-        ("x-sluice-completion-tokens", usage.completion_tokens),
-        ("x-sluice-total-tokens", usage.total_tokens),
-    ] {
-        headers.insert(name, HeaderValue::from(value));
+    })
+}
+
+fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
+    match headers.get(Priority::HEADER) {
+        None => Ok(Priority::default()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(Priority::parse)
+            .ok_or_else(|| ApiError::InvalidRequest {
+                message: format!(
+                    "`{}` must be critical, high, normal or low.",
+                    Priority::HEADER
+                ),
+                param: Some(Priority::HEADER.into()),
+            }),
     }
-    Ok(response)
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, body)?;
+    let request = Arc::new(chat::parse(&body)?);
+    let priority = priority(&headers)?;
+    if request.is_stream() {
+        let served = state.engine.stream(Arc::clone(&request), priority).await?;
+        return Ok(chat::stream_response(
+            served,
+            &request,
+            &who.sub,
+            unix_now(),
+        ));
+    }
+    // Same caller, same bytes: one upstream call for all of them.
+    let coalesce_key = state.coalesce.then(|| {
+        let mut hash = Sha256::new();
+        hash.update(who.sub.as_bytes());
+        hash.update([0]);
+        hash.update(&body);
+        hash.finalize().into()
+    });
+    let (served, coalesced) = state
+        .engine
+        .complete(Arc::clone(&request), priority, coalesce_key)
+        .await?;
+    Ok(chat::completion_response(
+        &served,
+        &request,
+        &who.sub,
+        coalesced,
+        unix_now(),
+    ))
+}
+
+async fn embeddings(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, body)?;
+    let request = chat::parse_embeddings(&body)?;
+    let priority = priority(&headers)?;
+    let inputs = Arc::new(request.input.clone().into_vec());
+    let served = state
+        .engine
+        .embed(&request.model, Arc::clone(&inputs), priority)
+        .await?;
+    Ok(chat::embeddings_response(
+        &served, &request, &inputs, &who.sub,
+    ))
 }
 
 async fn list_models(State(state): State<AppState>) -> Response {
     let data: Vec<_> = state
-        .models
-        .names()
+        .engine
+        .model_names()
         .into_iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "sluice" }))
         .collect();

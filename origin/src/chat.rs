@@ -1,37 +1,28 @@
-//! Chat completions: parse and validate, pick the provider, wrap the answer.
+//! Chat completions and embeddings on the wire: parsing and validating
+//! requests, and turning what routing returns into OpenAI's JSON and SSE
+//! shapes with Sluice's `x-sluice-*` usage headers.
 
 use crate::error::ApiError;
-use crate::openai::{AssistantMessage, ChatRequest, ChatResponse, Choice, Role};
-use crate::provider::ChatProvider;
-use std::collections::HashMap;
+use crate::openai::{
+    AssistantMessage, ChatRequest, ChatResponse, Choice, EmbeddingsRequest, EncodingFormat, Role,
+    Usage, estimate_tokens,
+};
+use crate::provider::{Embeddings, EventStream, StreamEvent};
+use crate::routing::{Answer, Deployment, Served};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::convert::Infallible;
 use std::sync::Arc;
 
-/// Model name -> provider, from configuration.
-#[derive(Clone, Default)]
-pub struct Models(Arc<HashMap<String, Arc<dyn ChatProvider>>>);
-
-impl Models {
-    pub fn new(models: HashMap<String, Arc<dyn ChatProvider>>) -> Models {
-        Models(Arc::new(models))
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-
-    pub fn get(&self, name: &str) -> Result<&Arc<dyn ChatProvider>, ApiError> {
-        self.0
-            .get(name)
-            .ok_or_else(|| ApiError::ModelNotFound(name.to_string()))
-    }
-}
-
-/// Parses a request body, naming the offending field on failure.
-pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+/// Parses a JSON body, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let request: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde_json reports some type errors (a number where an enum goes) as
@@ -52,107 +43,369 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 param: Some(path),
             },
         }
-    })?;
+    })
+}
+
+fn invalid(param: &str, message: String) -> ApiError {
+    ApiError::InvalidRequest {
+        message,
+        param: Some(param.into()),
+    }
+}
+
+pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let request: ChatRequest = parse_json(body)?;
     if request.model.trim().is_empty() {
-        return Err(ApiError::InvalidRequest {
-            message: "`model` must not be empty.".into(),
-            param: Some("model".into()),
-        });
+        return Err(invalid("model", "`model` must not be empty.".into()));
     }
     if request.messages.is_empty() {
-        return Err(ApiError::InvalidRequest {
-            message: "`messages` must contain at least one message.".into(),
-            param: Some("messages".into()),
-        });
+        return Err(invalid(
+            "messages",
+            "`messages` must contain at least one message.".into(),
+        ));
     }
     if let Some(t) = request.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
-        return Err(ApiError::InvalidRequest {
-            message: format!("`temperature` must be between 0 and 2, got {t}."),
-            param: Some("temperature".into()),
-        });
+        return Err(invalid(
+            "temperature",
+            format!("`temperature` must be between 0 and 2, got {t}."),
+        ));
+    }
+    if request.max_output_tokens() == Some(0) {
+        return Err(invalid(
+            "max_tokens",
+            "`max_tokens` must be at least 1.".into(),
+        ));
     }
     Ok(request)
 }
 
-pub struct Answer {
-    pub response: ChatResponse,
-    pub provider: &'static str,
+/// Longest embeddings batch accepted (OpenAI's own limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
+    let request: EmbeddingsRequest = parse_json(body)?;
+    if request.model.trim().is_empty() {
+        return Err(invalid("model", "`model` must not be empty.".into()));
+    }
+    let count = match &request.input {
+        crate::openai::EmbeddingInput::One(_) => 1,
+        crate::openai::EmbeddingInput::Many(v) => v.len(),
+    };
+    if count == 0 || count > MAX_EMBEDDING_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("`input` must hold 1 to {MAX_EMBEDDING_INPUTS} strings."),
+        ));
+    }
+    Ok(request)
 }
 
-pub async fn complete(
-    models: &Models,
+/// Usage and cost of one call: logged as an event and counted in metrics.
+pub fn record_usage(
+    subject: &str,
+    model: &str,
+    deployment: &Deployment,
+    usage: Usage,
+    estimated: bool,
+) -> f64 {
+    let cost = deployment.pricing.cost_usd(usage);
+    tracing::info!(event = "usage", subject, model, deployment = %deployment.name,
+        provider = deployment.provider.kind(), prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens, estimated, cost_usd = cost, "usage");
+    let labels = [("deployment", deployment.name.clone())];
+    metrics::counter!("sluice_prompt_tokens_total", &labels)
+        .increment(u64::from(usage.prompt_tokens));
+    metrics::counter!("sluice_completion_tokens_total", &labels)
+        .increment(u64::from(usage.completion_tokens));
+    metrics::counter!("sluice_cost_microdollars_total", &labels)
+        .increment((cost * 1e6).round() as u64);
+    cost
+}
+
+fn route_headers(headers: &mut HeaderMap, deployment: &Deployment, attempts: u32) {
+    headers.insert(
+        "x-sluice-provider",
+        HeaderValue::from_static(deployment.provider.kind()),
+    );
+    if let Ok(name) = HeaderValue::from_str(&deployment.name) {
+        headers.insert("x-sluice-deployment", name);
+    }
+    headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
+}
+
+/// The JSON response for a non-streamed completion.
+pub fn completion_response(
+    served: &Served<Answer>,
     request: &ChatRequest,
-    now_secs: u64,
-) -> Result<Answer, ApiError> {
-    let provider = models.get(&request.model)?;
-    let completion = provider
-        .complete(request)
-        .await
-        .map_err(|e| ApiError::Provider(e.to_string()))?;
-    let response = ChatResponse {
+    subject: &str,
+    coalesced: bool,
+    created: u64,
+) -> Response {
+    let answer = &served.value;
+    let body = ChatResponse {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         object: "chat.completion".into(),
-        created: now_secs,
+        created,
         model: request.model.clone(),
         choices: vec![Choice {
             index: 0,
             message: AssistantMessage {
                 role: Role::Assistant,
-                content: completion.content,
+                content: answer.completion.content.clone(),
             },
-            finish_reason: completion.finish_reason.into(),
+            finish_reason: answer.completion.finish_reason.clone(),
         }],
-        usage: completion.usage,
+        usage: answer.usage,
     };
-    Ok(Answer {
-        response,
-        provider: provider.name(),
-    })
+    // A coalesced follower did not cause a call: only the leader records it.
+    let cost = if coalesced {
+        served.deployment.pricing.cost_usd(answer.usage)
+    } else {
+        record_usage(
+            subject,
+            &request.model,
+            &served.deployment,
+            answer.usage,
+            answer.usage_estimated,
+        )
+    };
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    route_headers(headers, &served.deployment, served.attempts);
+    usage_headers(headers, answer.usage, answer.usage_estimated, cost);
+    if coalesced {
+        headers.insert("x-sluice-coalesced", HeaderValue::from_static("true"));
+    }
+    response
 }
 
-/// The answer as server-sent events in OpenAI's `chat.completion.chunk` form.
-pub fn sse_events(response: &ChatResponse, include_usage: bool) -> Vec<String> {
-    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
-        serde_json::json!({
-            "id": response.id, "object": "chat.completion.chunk", "created": response.created,
-            "model": response.model,
+fn usage_headers(headers: &mut HeaderMap, usage: Usage, estimated: bool, cost: f64) {
+    for (name, value) in [
+        ("x-sluice-prompt-tokens", usage.prompt_tokens),
+        ("x-sluice-completion-tokens", usage.completion_tokens),
+        ("x-sluice-total-tokens", usage.total_tokens),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+    if let Ok(cost) = HeaderValue::from_str(&format!("{cost:.6}")) {
+        headers.insert("x-sluice-cost-usd", cost);
+    }
+    if estimated {
+        headers.insert("x-sluice-usage-estimated", HeaderValue::from_static("true"));
+    }
+}
+
+/// What a stream's chunks carry besides the text.
+struct StreamMeta {
+    id: String,
+    created: u64,
+    model: String,
+    subject: String,
+    include_usage: bool,
+    prompt_estimate: u32,
+    deployment: Arc<Deployment>,
+}
+
+impl StreamMeta {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        sse_data(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
-        })
-    };
-    let content = response
-        .choices
-        .first()
-        .map(|c| c.message.content.as_str())
-        .unwrap_or("");
-    let mut events = vec![chunk(
-        serde_json::json!({ "role": "assistant", "content": "" }),
-        None,
-    )];
-    let mut words = content.split_inclusive(' ').peekable();
-    while let Some(word) = words.next() {
-        events.push(chunk(serde_json::json!({ "content": word }), None));
-        if words.peek().is_none() {
-            break;
+        }))
+    }
+}
+
+fn sse_data(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// Where a stream is between chunks; dropping it unfinished means the client left.
+struct StreamState {
+    meta: StreamMeta,
+    events: Option<EventStream>,
+    sent_role: bool,
+    sent_finish: bool,
+    completion_estimate: u32,
+    usage: Option<Usage>,
+}
+
+impl StreamState {
+    fn finish(&mut self) -> Bytes {
+        self.events = None;
+        let mut out = Vec::new();
+        if !self.sent_finish {
+            out.extend_from_slice(&self.meta.chunk(json!({}), Some("stop")));
+        }
+        let (usage, estimated) = match self.usage {
+            Some(usage) => (usage, false),
+            None => (
+                Usage::new(self.meta.prompt_estimate, self.completion_estimate),
+                true,
+            ),
+        };
+        if self.meta.include_usage {
+            out.extend_from_slice(&sse_data(&json!({
+                "id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created,
+                "model": self.meta.model, "choices": [], "usage": usage,
+            })));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        record_usage(
+            &self.meta.subject,
+            &self.meta.model,
+            &self.meta.deployment,
+            usage,
+            estimated,
+        );
+        Bytes::from(out)
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if self.events.is_some() {
+            tracing::info!(event = "stream_cancelled", deployment = %self.meta.deployment.name,
+                subject = %self.meta.subject, "client went away; upstream call dropped");
+            metrics::counter!("sluice_streams_cancelled_total").increment(1);
         }
     }
-    let finish = response
-        .choices
-        .first()
-        .map(|c| c.finish_reason.as_str())
-        .unwrap_or("stop");
-    events.push(chunk(serde_json::json!({}), Some(finish)));
-    if include_usage {
-        events.push(serde_json::json!({
-            "id": response.id, "object": "chat.completion.chunk", "created": response.created,
-            "model": response.model, "choices": [], "usage": response.usage,
-        }));
-    }
-    let mut out: Vec<String> = events
-        .into_iter()
-        .map(|e| format!("data: {e}\n\n"))
+}
+
+/// The SSE response for a streamed completion: every upstream event is sent
+/// as it arrives. A failure after the start ends the stream with an error
+/// event (OpenAI's SDKs raise it); it is never retried.
+pub fn stream_response(
+    served: Served<EventStream>,
+    request: &ChatRequest,
+    subject: &str,
+    created: u64,
+) -> Response {
+    let meta = StreamMeta {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        created,
+        model: request.model.clone(),
+        subject: subject.to_string(),
+        include_usage: request.include_usage(),
+        prompt_estimate: request.estimated_prompt_tokens(),
+        deployment: Arc::clone(&served.deployment),
+    };
+    let state = StreamState {
+        meta,
+        events: Some(served.value),
+        sent_role: false,
+        sent_finish: false,
+        completion_estimate: 0,
+        usage: None,
+    };
+    let body = futures::stream::unfold(state, |mut state| async move {
+        if !state.sent_role {
+            state.sent_role = true;
+            let chunk = state
+                .meta
+                .chunk(json!({ "role": "assistant", "content": "" }), None);
+            return Some((chunk, state));
+        }
+        loop {
+            let events = state.events.as_mut()?;
+            match events.next().await {
+                Some(Ok(StreamEvent::Delta(text))) => {
+                    state.completion_estimate += estimate_tokens(&text);
+                    let chunk = state.meta.chunk(json!({ "content": text }), None);
+                    return Some((chunk, state));
+                }
+                Some(Ok(StreamEvent::Finish(reason))) => {
+                    state.sent_finish = true;
+                    let chunk = state.meta.chunk(json!({}), Some(&reason));
+                    return Some((chunk, state));
+                }
+                Some(Ok(StreamEvent::Usage(usage))) => state.usage = Some(usage),
+                Some(Err(error)) => {
+                    tracing::warn!(event = "stream_failed", deployment = %state.meta.deployment.name,
+                        error = %error, "upstream failed mid-stream");
+                    state.events = None;
+                    let body = sluice_core::errors::openai_error(
+                        &format!("The model provider failed mid-stream: {error}"),
+                        "server_error",
+                        Some("provider_error"),
+                        None,
+                    );
+                    return Some((sse_data(&body), state));
+                }
+                None => {
+                    let tail = state.finish();
+                    return Some((tail, state));
+                }
+            }
+        }
+    })
+    .map(Ok::<_, Infallible>);
+    sse_response(body, &served.deployment, served.attempts)
+}
+
+fn sse_response(
+    body: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+    deployment: &Deployment,
+    attempts: u32,
+) -> Response {
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Tells nginx-style proxies in front not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    route_headers(headers, deployment, attempts);
+    response
+}
+
+/// OpenAI's embeddings list, floats or base64 as the client asked.
+pub fn embeddings_response(
+    served: &Served<Embeddings>,
+    request: &EmbeddingsRequest,
+    inputs: &[String],
+    subject: &str,
+) -> Response {
+    let prompt_tokens = served
+        .value
+        .prompt_tokens
+        .unwrap_or_else(|| inputs.iter().map(|t| estimate_tokens(t)).sum());
+    let usage = Usage::new(prompt_tokens, 0);
+    let estimated = served.value.prompt_tokens.is_none();
+    let cost = record_usage(
+        subject,
+        &request.model,
+        &served.deployment,
+        usage,
+        estimated,
+    );
+    let base64 = request.encoding_format == Some(EncodingFormat::Base64);
+    let data: Vec<Value> = served
+        .value
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
         .collect();
-    out.push("data: [DONE]\n\n".into());
-    out
+    let mut response = axum::Json(json!({
+        "object": "list", "data": data, "model": request.model,
+        "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+    }))
+    .into_response();
+    let headers = response.headers_mut();
+    route_headers(headers, &served.deployment, served.attempts);
+    usage_headers(headers, usage, estimated, cost);
+    response
 }
 
 #[cfg(test)]
@@ -189,16 +442,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(missing.to_string().contains("model"), "{missing}");
+        let wrong_input = parse_embeddings(br#"{"model":"e","input":[1,2]}"#)
+            .err()
+            .unwrap();
+        assert!(wrong_input.to_string().contains("input"), "{wrong_input}");
     }
 
     #[test]
-    fn accepts_sdk_style_requests() {
+    fn accepts_sdk_style_requests_and_keeps_extra_fields() {
         let req = parse(
             br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,
-                 "stream_options":{"include_usage":true},"n":1,"top_p":1}"#,
+                 "stream_options":{"include_usage":true},"n":1,"top_p":1,"tools":[]}"#,
         )
         .unwrap();
         assert_eq!(req.messages[0].text(), "hi");
-        assert!(req.stream_options.is_some_and(|o| o.include_usage));
+        assert!(req.include_usage());
+        assert_eq!(req.extra["top_p"], 1);
+        let forwarded = serde_json::to_value(&req).unwrap();
+        assert_eq!(forwarded["tools"], json!([]));
+        assert_eq!(forwarded["messages"][0]["content"][0]["text"], "hi");
     }
 }

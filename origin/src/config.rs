@@ -14,6 +14,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub database: DatabaseConfig,
     pub simulated: SimulatedConfig,
+    pub routing: RoutingConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -54,25 +55,141 @@ pub struct DatabaseConfig {
 
 /// The simulated provider: a stand-in for a model, for local runs and benchmarks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SimulatedConfig {
     /// Delay before the first token, in milliseconds.
     pub time_to_first_token_ms: u64,
     /// Generation speed after the first token; 0 means all at once.
     pub tokens_per_second: u64,
+    /// Share of calls (0-1) that fail with 503.
+    pub error_rate: f64,
+    /// Share of calls (0-1) that get 429 with `Retry-After: retry_after_secs`.
+    pub rate_limit_rate: f64,
+    pub retry_after_secs: u64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> SimulatedConfig {
+        SimulatedConfig {
+            time_to_first_token_ms: 0,
+            tokens_per_second: 0,
+            error_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// Retries, timeouts, breakers and key reserve for every upstream call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Tries per deployment (retryable failures only) before the next deployment.
+    pub attempts: u32,
+    /// Backoff before retry n is uniform in [0, min(max, base * 2^n)] (full jitter).
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Until the upstream's response (or a stream's first event) arrives.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence inside a stream before it is ended.
+    pub stream_idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Failures in a row that open a key's or a deployment's breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one probe.
+    pub breaker_open_ms: u64,
+    /// Share of every key budget that only `critical` requests may use.
+    pub critical_reserve: f64,
+    /// Identical concurrent non-streamed requests from one caller share one call.
+    pub coalesce: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> RoutingConfig {
+        RoutingConfig {
+            attempts: 3,
+            backoff_base_ms: 100,
+            backoff_max_ms: 5_000,
+            first_byte_timeout_ms: 10_000,
+            stream_idle_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+            critical_reserve: 0.1,
+            coalesce: true,
+        }
+    }
+}
+
+/// A model name clients send, and where it is served from, in fallback order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub deployments: Vec<DeploymentConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// The name clients send as `model`.
-    pub name: String,
+pub struct DeploymentConfig {
     pub provider: ProviderKind,
+    /// Label in headers, logs and metrics; defaults to `<model>/<n>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `https://api.openai.com/v1` form for `openai`; `https://api.anthropic.com` for `anthropic`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The upstream's model name; defaults to the alias.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Provider keys. Prefer `keys_env`: keys in files end up in backups.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Environment variable holding comma-separated keys (`ANTHROPIC_API_KEYS=k1,k2`).
+    #[serde(default)]
+    pub keys_env: Option<String>,
+    /// Per-key budgets per minute; unset is unlimited.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
+    /// Share of first attempts; 0 (default) receives only fallbacks, unless
+    /// no deployment has a weight, when the first one listed is primary.
+    #[serde(default)]
+    pub weight: u32,
+    /// US dollars per million tokens, for the cost reported per request.
+    #[serde(default)]
+    pub input_cost_per_million: f64,
+    #[serde(default)]
+    pub output_cost_per_million: f64,
+}
+
+impl DeploymentConfig {
+    /// The configured keys plus those in `keys_env`.
+    pub fn resolve_keys(&self) -> Result<Vec<String>, String> {
+        let mut keys = self.keys.clone();
+        if let Some(var) = &self.keys_env {
+            let value = std::env::var(var)
+                .map_err(|_| format!("environment variable `{var}` is not set"))?;
+            keys.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        Ok(keys)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp, ...).
+    Openai,
+    Anthropic,
+    /// In-process stand-in with the `[simulated]` behaviour.
     Simulated,
 }
 
@@ -96,13 +213,23 @@ impl Default for Config {
                 statement_timeout_secs: 10,
                 acquire_timeout_secs: 10,
             },
-            simulated: SimulatedConfig {
-                time_to_first_token_ms: 0,
-                tokens_per_second: 0,
-            },
+            simulated: SimulatedConfig::default(),
+            routing: RoutingConfig::default(),
             models: vec![ModelConfig {
                 name: "sluice-sim-1".into(),
-                provider: ProviderKind::Simulated,
+                deployments: vec![DeploymentConfig {
+                    provider: ProviderKind::Simulated,
+                    name: None,
+                    base_url: None,
+                    model: None,
+                    keys: Vec::new(),
+                    keys_env: None,
+                    requests_per_minute: None,
+                    tokens_per_minute: None,
+                    weight: 0,
+                    input_cost_per_million: 0.0,
+                    output_cost_per_million: 0.0,
+                }],
             }],
         }
     }
@@ -176,6 +303,46 @@ impl Config {
                 message: format!("`{}` is configured twice", pair[0]),
             });
         }
+        for model in &self.models {
+            if model.deployments.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "models.deployments",
+                    message: format!("`{}` has no deployment", model.name),
+                });
+            }
+            for deployment in &model.deployments {
+                if deployment.provider == ProviderKind::Openai && deployment.base_url.is_none() {
+                    return Err(ConfigError::Invalid {
+                        field: "models.deployments.base_url",
+                        message: format!("`{}`: an openai deployment needs base_url", model.name),
+                    });
+                }
+                deployment
+                    .resolve_keys()
+                    .map_err(|message| ConfigError::Invalid {
+                        field: "models.deployments.keys_env",
+                        message,
+                    })?;
+            }
+        }
+        for (field, share) in [
+            ("simulated.error_rate", self.simulated.error_rate),
+            ("simulated.rate_limit_rate", self.simulated.rate_limit_rate),
+            ("routing.critical_reserve", self.routing.critical_reserve),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be between 0 and 1".into(),
+                });
+            }
+        }
+        if self.routing.attempts == 0 {
+            return Err(ConfigError::Invalid {
+                field: "routing.attempts",
+                message: "must be at least 1".into(),
+            });
+        }
         let db = &self.database;
         if !(db.url.starts_with("sqlite:")
             || db.url.starts_with("postgres:")
@@ -232,7 +399,7 @@ mod tests {
     #[test]
     fn duplicate_models_are_errors() {
         let text = format!(
-            "{SECRET}[[models]]\nname = \"a\"\nprovider = \"simulated\"\n[[models]]\nname = \"a\"\nprovider = \"simulated\"\n"
+            "{SECRET}[[models]]\nname = \"a\"\ndeployments = [{{ provider = \"simulated\" }}]\n[[models]]\nname = \"a\"\ndeployments = [{{ provider = \"simulated\" }}]\n"
         );
         assert!(
             Config::from_toml(&text)

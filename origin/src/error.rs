@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sluice_core::errors::openai_error;
+use sluice_core::errors::{openai_error, rate_limited};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,8 +19,14 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Request did not come through the Sluice edge: {0}")]
     EdgeSignature(String),
+    #[error("Every upstream for this model is at its rate limit; try again later.")]
+    UpstreamRateLimited { retry_in: Option<Duration> },
     #[error("The model provider failed: {0}")]
-    Provider(String),
+    UpstreamFailed(String),
+    #[error("The model provider did not answer in time: {0}")]
+    UpstreamTimeout(String),
+    #[error("Every upstream for this model is unhealthy; try again shortly.")]
+    NoHealthyUpstream,
     #[error("Not found.")]
     NotFound,
     #[error("This route needs the admin tier.")]
@@ -35,7 +42,10 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EdgeSignature(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -51,7 +61,12 @@ impl ApiError {
             ApiError::EdgeSignature(_) => {
                 ("invalid_request_error", Some("edge_signature_required"))
             }
-            ApiError::Provider(_) => ("server_error", Some("provider_error")),
+            ApiError::UpstreamRateLimited { .. } => {
+                ("rate_limit_error", Some("rate_limit_exceeded"))
+            }
+            ApiError::UpstreamFailed(_) => ("server_error", Some("provider_error")),
+            ApiError::UpstreamTimeout(_) => ("server_error", Some("provider_timeout")),
+            ApiError::NoHealthyUpstream => ("server_error", Some("provider_unavailable")),
             ApiError::NotFound => ("invalid_request_error", Some("not_found")),
             ApiError::Forbidden => ("permission_error", Some("forbidden")),
             ApiError::Database(_) => ("server_error", Some("database_unavailable")),
@@ -71,6 +86,15 @@ impl IntoResponse for ApiError {
             ApiError::ModelNotFound(_) => Some("model"),
             _ => None,
         };
+        if let ApiError::UpstreamRateLimited { retry_in } = self {
+            // Whole seconds, at least one: what `Retry-After` can say.
+            let seconds = retry_in.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+            let mut response = (status, Json(rate_limited(seconds))).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            return response;
+        }
         let body = openai_error(&self.to_string(), kind, code, param);
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -80,5 +104,31 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<crate::routing::RouteError> for ApiError {
+    fn from(error: crate::routing::RouteError) -> ApiError {
+        use crate::provider::ProviderError;
+        use crate::routing::RouteError;
+        match error {
+            RouteError::UnknownModel(model) => ApiError::ModelNotFound(model),
+            RouteError::Rejected(ProviderError::Rejected { message, .. }) => {
+                ApiError::InvalidRequest {
+                    message: format!("The model provider rejected the request: {message}"),
+                    param: None,
+                }
+            }
+            RouteError::Rejected(other) => ApiError::InvalidRequest {
+                message: other.to_string(),
+                param: None,
+            },
+            RouteError::RateLimited { retry_in } => ApiError::UpstreamRateLimited { retry_in },
+            RouteError::Unavailable(ProviderError::Timeout(when)) => {
+                ApiError::UpstreamTimeout(when.to_string())
+            }
+            RouteError::Unavailable(other) => ApiError::UpstreamFailed(other.to_string()),
+            RouteError::NoHealthyDeployment => ApiError::NoHealthyUpstream,
+        }
     }
 }

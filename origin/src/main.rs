@@ -2,7 +2,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_core::identity::Tier;
 use sluice_origin::app::{AppState, app};
-use sluice_origin::config::Config;
+use sluice_origin::config::{Config, SimulatedConfig};
 use sluice_origin::keys::{KeyStore, NewKey};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,28 @@ enum Command {
     /// over HTTP; this creates the first admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Serve the simulated provider as a stand-alone OpenAI-compatible upstream
+    /// (for benchmarks and fallback drills); needs no configuration file.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value_t = 0)]
+    time_to_first_token_ms: u64,
+    /// 0 = the whole answer at once.
+    #[arg(long, default_value_t = 0)]
+    tokens_per_second: u64,
+    /// Share of calls (0-1) answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share of calls (0-1) answered 429 with `Retry-After`.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit_rate: f64,
+    #[arg(long, default_value_t = 1)]
+    retry_after_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +98,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let command = match cli.command {
+        Some(Command::Simulate(args)) => return simulate(args),
+        other => other,
+    };
     let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
     if cli.check {
         println!(
@@ -88,13 +114,17 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if let Some(Command::Keys(command)) = cli.command {
+    if let Some(Command::Keys(command)) = command {
         return runtime.block_on(keys(&config, command));
     }
+    let state = AppState::new(&config, {
+        let database = &config.database;
+        runtime
+            .block_on(sluice_origin::db::connect(database))
+            .context("opening the database")?
+    })
+    .context("building the upstream HTTP client")?;
     runtime.block_on(async move {
-        let db = sluice_origin::db::connect(&config.database)
-            .await
-            .context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -102,13 +132,39 @@ fn run(cli: Cli) -> Result<()> {
         tracing::info!(%addr, models = config.models.len(), "sluice-origin listening");
         println!("listening on http://{addr}");
         let router = app(
-            AppState::new(&config, db),
+            state,
             Duration::from_secs(config.server.request_timeout_secs),
         );
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn simulate(args: SimulateArgs) -> Result<()> {
+    let config = SimulatedConfig {
+        time_to_first_token_ms: args.time_to_first_token_ms,
+        tokens_per_second: args.tokens_per_second,
+        error_rate: args.error_rate,
+        rate_limit_rate: args.rate_limit_rate,
+        retry_after_secs: args.retry_after_secs,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        println!(
+            "simulated provider listening on http://{}",
+            listener.local_addr()?
+        );
+        axum::serve(listener, sluice_origin::simulator::app(config))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         Ok(())
     })
 }

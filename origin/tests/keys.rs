@@ -74,7 +74,10 @@ async fn router(db: &TestDb) -> axum::Router {
     ))
     .unwrap();
     let pool = sluice_origin::db::connect(&config.database).await.unwrap();
-    app(AppState::new(&config, pool), Duration::from_secs(5))
+    app(
+        AppState::new(&config, pool).unwrap(),
+        Duration::from_secs(5),
+    )
 }
 
 fn identity(sub: &str, tier: Tier, scopes: &[&str]) -> Identity {

@@ -1,29 +1,117 @@
-//! Model providers behind one trait, chosen per model by configuration.
+//! Model providers behind one trait. A provider knows one wire format; which
+//! deployment, key and retry a call gets is decided in `crate::routing`.
 
+pub mod anthropic;
+pub mod openai_compat;
 pub mod simulated;
+mod wire;
 
 use crate::openai::{ChatRequest, Usage};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use std::time::Duration;
 
 /// A provider's answer before it is wrapped in the OpenAI envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub content: String,
-    pub finish_reason: &'static str,
-    pub usage: Usage,
+    pub finish_reason: String,
+    /// As the provider reported it; `None` when it reported nothing.
+    pub usage: Option<Usage>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// One piece of a streamed answer, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Delta(String),
+    Finish(String),
+    Usage(Usage),
+}
+
+pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+
+/// Vectors in input order, with the provider's token count when it gave one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: Option<u32>,
+}
+
+/// What one upstream call is made with.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// The model name the upstream knows (not the client's alias).
+    pub model: &'a str,
+    pub key: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    #[error("upstream failed: {0}")]
-    Upstream(String),
+    #[error("upstream rate limit (HTTP 429): {message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    #[error("upstream refused the key (HTTP {status}): {message}")]
+    Unauthorized { status: u16, message: String },
+    #[error("upstream rejected the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("upstream failed (HTTP {status}): {message}")]
+    Unavailable { status: u16, message: String },
+    #[error("upstream timed out {0}")]
+    Timeout(&'static str),
+    #[error("could not reach the upstream: {0}")]
+    Connect(String),
+    #[error("upstream answered something unreadable: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
-pub trait ChatProvider: Send + Sync {
-    /// Name reported in `x-sluice-provider`.
-    fn name(&self) -> &'static str;
+impl ProviderError {
+    /// Worth another attempt (another key, later, or another deployment):
+    /// rate limits, server errors, timeouts, broken connections, and a refused
+    /// key (the next key may work). A rejected request would be rejected again.
+    pub fn retryable(&self) -> bool {
+        !matches!(
+            self,
+            ProviderError::Rejected { .. } | ProviderError::Unsupported(_)
+        )
+    }
+
+    /// Counts against the deployment's health (not the caller's fault, not a quota).
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unavailable { .. }
+                | ProviderError::Timeout(_)
+                | ProviderError::Connect(_)
+                | ProviderError::Protocol(_)
+        )
+    }
+}
+
+pub trait Provider: Send + Sync {
+    /// Reported in `x-sluice-provider`.
+    fn kind(&self) -> &'static str;
+
     fn complete<'a>(
         &'a self,
+        call: Call<'a>,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+
+    /// Resolves once the upstream has accepted the request; the events follow
+    /// as the upstream produces them.
+    fn stream<'a>(
+        &'a self,
+        call: Call<'a>,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>>;
+
+    fn embed<'a>(
+        &'a self,
+        call: Call<'a>,
+        inputs: &'a [String],
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>>;
 }

@@ -1,0 +1,142 @@
+//! What the HTTP providers share: turning upstream failures into
+//! `ProviderError`s and reading the upstream's server-sent events.
+
+use super::ProviderError;
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+use std::time::Duration;
+
+/// Longest upstream error text kept (it ends up in logs and client errors).
+const MAX_ERROR_TEXT: usize = 500;
+
+/// Maps a failed send (no response) to an error.
+pub fn send_error(e: reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout("before the first byte")
+    } else {
+        ProviderError::Connect(e.to_string())
+    }
+}
+
+/// Passes a 2xx response through; reads any other into the matching error.
+pub async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let retry_after = retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    let message = error_message(&text);
+    Err(match status {
+        429 => ProviderError::RateLimited {
+            retry_after,
+            message,
+        },
+        401 | 403 => ProviderError::Unauthorized { status, message },
+        // 408 and 409 are the upstream's own transient conditions; 529 is
+        // Anthropic's "overloaded".
+        408 | 409 => ProviderError::Unavailable { status, message },
+        400..=499 => ProviderError::Rejected { status, message },
+        _ => ProviderError::Unavailable { status, message },
+    })
+}
+
+/// The upstream's `error.message` when it sent one, else its (bounded) text.
+fn error_message(text: &str) -> String {
+    let parsed = serde_json::from_str::<serde_json::Value>(text).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or(text);
+    message.chars().take(MAX_ERROR_TEXT).collect()
+}
+
+/// How long the upstream asked us to wait: `retry-after-ms`, `retry-after`
+/// (seconds), else the longest `x-ratelimit-reset-*` (OpenAI's `1m30s` form).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    if let Some(secs) = header("retry-after").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(secs.max(0.0)));
+    }
+    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .into_iter()
+        .filter_map(|name| header(name).and_then(parse_reset))
+        .max()
+}
+
+/// Parses OpenAI's reset durations: `20ms`, `1.5s`, `6m0s`, `1h2m3s`.
+fn parse_reset(text: &str) -> Option<Duration> {
+    let mut total = 0.0_f64;
+    let mut number = String::new();
+    let mut chars = text.trim().chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let value: f64 = number.parse().ok()?;
+        number.clear();
+        let unit = match c {
+            'h' => 3600.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                0.001
+            }
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return None,
+        };
+        total += value * unit;
+        any = true;
+    }
+    if !number.is_empty() {
+        total += number.parse::<f64>().ok()?;
+        any = true;
+    }
+    any.then(|| Duration::from_secs_f64(total))
+}
+
+/// The response body as server-sent events.
+pub fn events(
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<Event, ProviderError>> + Send + 'static {
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(|event| event.map_err(|e| ProviderError::Protocol(format!("event stream: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_retry_hint() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("x-ratelimit-reset-requests", "1m30s".parse().unwrap());
+        h.insert("x-ratelimit-reset-tokens", "250ms".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(90)));
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after-ms", "1500".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("soon"), None);
+    }
+
+    #[test]
+    fn prefers_the_upstream_error_message() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"quota"}}"#),
+            "quota".to_string()
+        );
+        assert_eq!(error_message("plain"), "plain".to_string());
+    }
+}

@@ -1,0 +1,380 @@
+//! A real HTTP upstream for provider tests: speaks OpenAI's chat completions
+//! and embeddings and Anthropic's Messages API (SSE included), and fails on
+//! demand per key, per model or for the next N calls. It records what it saw,
+//! and which calls the caller abandoned before they finished.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const REPLY: &str = "hello from the test upstream";
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Answer,
+    /// Answer after a delay (before any byte).
+    Delay(Duration),
+    /// Fail with this status; `Some(secs)` sends `Retry-After`.
+    Status(u16, Option<u64>),
+    /// Stream this many content chunks, then break the connection.
+    StreamThenBreak(usize),
+    /// Stream chunks this far apart, many of them (to be abandoned).
+    SlowStream(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub key: Option<String>,
+    pub model: String,
+    pub stream: bool,
+}
+
+#[derive(Default)]
+pub struct Script {
+    by_key: Mutex<HashMap<String, Behaviour>>,
+    by_model: Mutex<HashMap<String, Behaviour>>,
+    next: Mutex<VecDeque<Behaviour>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Calls whose response was dropped before it was complete.
+    pub abandoned: AtomicUsize,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub script: Arc<Script>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let script = Arc::new(Script::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai_chat))
+            .route("/v1/embeddings", post(openai_embeddings))
+            .route("/v1/messages", post(anthropic_messages))
+            .with_state(Arc::clone(&script));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Upstream { addr, script }
+    }
+
+    pub fn openai_base(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn anthropic_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn for_key(&self, key: &str, behaviour: Behaviour) {
+        self.script
+            .by_key
+            .lock()
+            .unwrap()
+            .insert(key.into(), behaviour);
+    }
+
+    pub fn for_model(&self, model: &str, behaviour: Behaviour) {
+        self.script
+            .by_model
+            .lock()
+            .unwrap()
+            .insert(model.into(), behaviour);
+    }
+
+    /// The next `n` calls (whatever key or model) behave so.
+    pub fn next(&self, n: usize, behaviour: Behaviour) {
+        let mut next = self.script.next.lock().unwrap();
+        next.extend(std::iter::repeat_n(behaviour, n));
+    }
+
+    pub fn clear(&self) {
+        self.script.by_key.lock().unwrap().clear();
+        self.script.by_model.lock().unwrap().clear();
+        self.script.next.lock().unwrap().clear();
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.script.seen.lock().unwrap().clone()
+    }
+
+    pub fn abandoned(&self) -> usize {
+        self.script.abandoned.load(Ordering::SeqCst)
+    }
+}
+
+impl Script {
+    fn behaviour(&self, seen: Seen) -> Behaviour {
+        let chosen = self
+            .next
+            .lock()
+            .unwrap()
+            .pop_front()
+            .or_else(|| {
+                seen.key
+                    .as_ref()
+                    .and_then(|k| self.by_key.lock().unwrap().get(k).cloned())
+            })
+            .or_else(|| self.by_model.lock().unwrap().get(&seen.model).cloned())
+            .unwrap_or(Behaviour::Answer);
+        self.seen.lock().unwrap().push(seen);
+        chosen
+    }
+}
+
+/// Counts the call as abandoned if dropped before `finish`.
+struct Watch {
+    script: Arc<Script>,
+    done: bool,
+}
+
+impl Watch {
+    fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.script.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn failure(status: u16, retry_after: Option<u64>) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).unwrap(),
+        axum::Json(json!({ "error": { "message": format!("scripted {status}"), "type": "test" } })),
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    response
+}
+
+fn sse(frames: Vec<String>, behaviour: &Behaviour, script: Arc<Script>) -> Response {
+    let behaviour = behaviour.clone();
+    let stream = async_stream(frames, behaviour, script);
+    let mut response = Body::from_stream(stream).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+/// Sends `frames` in order, as the behaviour says; the watch sees abandonment.
+fn async_stream(
+    frames: Vec<String>,
+    behaviour: Behaviour,
+    script: Arc<Script>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let watch = Watch {
+        script,
+        done: false,
+    };
+    futures::stream::unfold(
+        (frames.into_iter().enumerate(), Some(watch)),
+        move |(mut frames, mut watch)| {
+            let behaviour = behaviour.clone();
+            async move {
+                let (i, frame) = match frames.next() {
+                    Some(next) => next,
+                    None => {
+                        watch.take()?.finish();
+                        return None;
+                    }
+                };
+                match behaviour {
+                    Behaviour::StreamThenBreak(n) if i == n + 1 => {
+                        // Let what was sent reach the client before the break.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        watch.take()?.finish();
+                        let nothing_more = Vec::new().into_iter().enumerate();
+                        let broken = Err(std::io::Error::other("scripted break"));
+                        return Some((broken, (nothing_more, None)));
+                    }
+                    Behaviour::SlowStream(gap) if i > 0 => tokio::time::sleep(gap).await,
+                    _ => {}
+                }
+                Some((Ok(Bytes::from(frame)), (frames, watch)))
+            }
+        },
+    )
+}
+
+async fn before_answer(behaviour: &Behaviour) -> Option<Response> {
+    match behaviour {
+        Behaviour::Status(status, retry_after) => Some(failure(*status, *retry_after)),
+        Behaviour::Delay(d) => {
+            tokio::time::sleep(*d).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+async fn openai_chat(
+    State(script): State<Arc<Script>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let behaviour = script.behaviour(Seen {
+        path: "/v1/chat/completions".into(),
+        key: bearer(&headers),
+        model: model.clone(),
+        stream,
+    });
+    let watch = Watch {
+        script: Arc::clone(&script),
+        done: false,
+    };
+    if let Some(response) = before_answer(&behaviour).await {
+        watch.finish();
+        return response;
+    }
+    if !stream {
+        watch.finish();
+        return axum::Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": REPLY }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 },
+        }))
+        .into_response();
+    }
+    watch.finish();
+    let chunk = |delta: Value, finish: Option<&str>| {
+        format!(
+            "data: {}\n\n",
+            json!({ "id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
+        )
+    };
+    let mut frames = vec![chunk(json!({ "role": "assistant", "content": "" }), None)];
+    let words: Vec<&str> = match behaviour {
+        Behaviour::SlowStream(_) => std::iter::repeat_n("tick ", 200).collect(),
+        _ => REPLY.split_inclusive(' ').collect(),
+    };
+    frames.extend(words.iter().map(|w| chunk(json!({ "content": w }), None)));
+    frames.push(chunk(json!({}), Some("stop")));
+    if request["stream_options"]["include_usage"].as_bool() == Some(true) {
+        frames.push(format!(
+            "data: {}\n\n",
+            json!({ "id": "c", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
+                    "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 } })
+        ));
+    }
+    frames.push("data: [DONE]\n\n".into());
+    sse(frames, &behaviour, script)
+}
+
+async fn openai_embeddings(
+    State(script): State<Arc<Script>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let behaviour = script.behaviour(Seen {
+        path: "/v1/embeddings".into(),
+        key: bearer(&headers),
+        model: request["model"].as_str().unwrap_or_default().to_string(),
+        stream: false,
+    });
+    if let Some(response) = before_answer(&behaviour).await {
+        return response;
+    }
+    let inputs = request["input"].as_array().cloned().unwrap_or_default();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .rev() // out of order on purpose: clients must sort by index
+        .map(|(i, _)| json!({ "object": "embedding", "index": i, "embedding": [i as f32, 0.5, -0.25] }))
+        .collect();
+    axum::Json(
+        json!({ "object": "list", "data": data, "model": request["model"],
+                       "usage": { "prompt_tokens": 7, "total_tokens": 7 } }),
+    )
+    .into_response()
+}
+
+async fn anthropic_messages(
+    State(script): State<Arc<Script>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        headers
+            .get("anthropic-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("2023-06-01")
+    );
+    assert!(
+        request["max_tokens"].as_u64().is_some(),
+        "max_tokens is required"
+    );
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let behaviour = script.behaviour(Seen {
+        path: "/v1/messages".into(),
+        key: headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        model: request["model"].as_str().unwrap_or_default().to_string(),
+        stream,
+    });
+    if let Some(response) = before_answer(&behaviour).await {
+        return response;
+    }
+    if !stream {
+        return axum::Json(json!({
+            "id": "msg_test", "type": "message", "role": "assistant", "model": request["model"],
+            "content": [{ "type": "text", "text": REPLY }],
+            "stop_reason": "end_turn",
+            "usage": { "input_tokens": 13, "output_tokens": 6 },
+        }))
+        .into_response();
+    }
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut frames = vec![event(
+        "message_start",
+        json!({ "type": "message_start", "message": { "usage": { "input_tokens": 13, "output_tokens": 1 } } }),
+    )];
+    frames.push(event("ping", json!({ "type": "ping" })));
+    for word in REPLY.split_inclusive(' ') {
+        frames.push(event(
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": word } }),
+        ));
+    }
+    frames.push(event(
+        "message_delta",
+        json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn" }, "usage": { "output_tokens": 6 } }),
+    ));
+    frames.push(event("message_stop", json!({ "type": "message_stop" })));
+    sse(frames, &behaviour, script)
+}
