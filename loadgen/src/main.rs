@@ -3,9 +3,12 @@
 //! `rate` sends requests at a fixed rate whatever the server does (open loop):
 //! each latency is measured from when its request was *due*, so a stalled
 //! server shows as latency instead of silently lowering the load (coordinated
-//! omission). `hold` opens many keep-alive connections, sends one request on
-//! each and keeps them open, for memory measurements under connection load.
-//! Both print one JSON object.
+//! omission); it also reports the time to the first body byte (for a stream:
+//! to its first event). `hold` opens many connections, sends one request on
+//! each (a plain GET, or a streamed completion) and keeps them open, for
+//! memory measurements under connection load. Both print one JSON object.
+//! `trivial` serves a do-nothing axum handler: the throughput ceiling any
+//! axum service on this machine is measured against.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -30,6 +33,21 @@ enum Command {
     Rate(RateArgs),
     /// Hold N connections open after one request each; prints how many succeeded.
     Hold(HoldArgs),
+    /// Print the edge's headers for one request, signed now (valid for the
+    /// origin's clock-skew window), one `Name: value` per line.
+    Sign {
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value = "POST")]
+        method: String,
+        #[arg(long)]
+        path: String,
+    },
+    /// Serve `{"ok":true}` on every path: a trivial axum baseline.
+    Trivial {
+        #[arg(long, default_value = "127.0.0.1:3199")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(clap::Args)]
@@ -76,6 +94,12 @@ struct HoldArgs {
     seconds: u64,
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
+    /// With a body, the request is a POST of it (JSON), e.g. a streamed completion.
+    #[arg(long)]
+    body: Option<String>,
+    /// Sign each request as the edge would (calling the origin directly).
+    #[arg(long)]
+    sign_secret: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -87,9 +111,23 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Rate(args) => rate(args).await,
             Command::Hold(args) => hold(args).await,
+            Command::Trivial { listen } => trivial(listen).await,
+            Command::Sign {
+                secret,
+                method,
+                path,
+            } => {
+                let identity = bench_identity("bench");
+                let headers = edge_headers(&secret, &method.parse()?, &path, &identity);
+                let lines: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                Ok(serde_json::Value::String(lines.join("\n")))
+            }
         }
     })?;
-    println!("{report}");
+    match report {
+        serde_json::Value::String(text) => println!("{text}"),
+        report => println!("{report}"),
+    }
     Ok(())
 }
 
@@ -119,18 +157,13 @@ async fn rate(args: RateArgs) -> Result<serde_json::Value> {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
-    let identity = Identity {
-        sub: args.sign_subject.clone(),
-        tier: Tier::Premium,
-        kid: None,
-        scopes: Vec::new(),
-    }
-    .encode();
+    let identity = bench_identity(&args.sign_subject);
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let warmup = u64::from(args.rate);
     let total = warmup + u64::from(args.rate) * args.seconds;
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
-    let (results, mut received) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    // (micros to the first body byte, micros to the end), per counted request.
+    let (results, mut received) = tokio::sync::mpsc::unbounded_channel::<Option<(u64, u64)>>();
     let start = Instant::now();
     let mut shed = 0u64;
     for i in 0..total {
@@ -158,33 +191,33 @@ async fn rate(args: RateArgs) -> Result<serde_json::Value> {
         let counted = i >= warmup;
         tokio::spawn(async move {
             let outcome = match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    // The whole body, as a client would read it.
-                    response.bytes().await.ok().map(|_| ())
-                }
+                Ok(response) if response.status().is_success() => read_body(response, due).await,
                 _ => None,
             };
             drop(permit);
             if counted {
-                let micros = due.elapsed().as_micros() as u64;
-                let _ = results.send(outcome.map(|()| micros));
+                let total = due.elapsed().as_micros() as u64;
+                let _ = results.send(outcome.map(|first| (first, total)));
             }
         });
     }
     drop(results);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut first_byte = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut ok, mut failed) = (0u64, 0u64);
     while let Some(result) = received.recv().await {
         match result {
-            Some(micros) => {
+            Some((first, total)) => {
                 ok += 1;
-                histogram.saturating_record(micros);
+                first_byte.saturating_record(first);
+                histogram.saturating_record(total);
             }
             None => failed += 1,
         }
     }
     let elapsed = start.elapsed().as_secs_f64() - 1.0;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let first_ms = |q: f64| first_byte.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "mode": "rate",
         "url": args.url,
@@ -200,7 +233,43 @@ async fn rate(args: RateArgs) -> Result<serde_json::Value> {
         "p95_ms": ms(0.95),
         "p99_ms": ms(0.99),
         "max_ms": histogram.max() as f64 / 1000.0,
+        "first_byte_p50_ms": first_ms(0.50),
+        "first_byte_p99_ms": first_ms(0.99),
     }))
+}
+
+/// Reads the whole body as a client would; returns micros from `due` to its
+/// first byte, or `None` if it broke.
+async fn read_body(mut response: reqwest::Response, due: Instant) -> Option<u64> {
+    let mut first = None;
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if first.is_none() && !chunk.is_empty() {
+            first = Some(due.elapsed().as_micros() as u64);
+        }
+    }
+    Some(first.unwrap_or_else(|| due.elapsed().as_micros() as u64))
+}
+
+async fn trivial(listen: std::net::SocketAddr) -> Result<serde_json::Value> {
+    let app = axum::Router::new().fallback(|| async { axum::Json(json!({ "ok": true })) });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!(
+        "{}",
+        json!({ "event": "listening", "addr": listener.local_addr()?.to_string() })
+    );
+    axum::serve(listener, app).await?;
+    Ok(json!({ "mode": "trivial" }))
+}
+
+/// The encoded identity signed requests carry: a premium principal.
+fn bench_identity(subject: &str) -> String {
+    Identity {
+        sub: subject.into(),
+        tier: Tier::Premium,
+        kid: None,
+        scopes: Vec::new(),
+    }
+    .encode()
 }
 
 /// The headers the edge adds: identity, time and their HMAC.
@@ -229,15 +298,33 @@ fn edge_headers(
 }
 
 async fn hold(args: HoldArgs) -> Result<serde_json::Value> {
-    let headers = parse_headers(&args.headers)?;
+    let mut headers = parse_headers(&args.headers)?;
+    let method = if args.body.is_some() {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    };
+    if let Some(secret) = &args.sign_secret {
+        let identity = bench_identity("bench");
+        for (name, value) in edge_headers(secret, &method, &args.path, &identity) {
+            headers.push((name.to_string(), value));
+        }
+    }
     let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n",
         args.path, args.addr
     );
     for (name, value) in &headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str("\r\n");
+    if let Some(body) = &args.body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
     let mut tasks = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let (addr, request) = (args.addr.clone(), request.clone());

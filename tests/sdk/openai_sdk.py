@@ -31,6 +31,13 @@ for chunk in stream:
 assert "stream please" in text, text
 assert usage is not None and usage.completion_tokens > 0, usage
 
+# The SDK asks for base64 embeddings by default and decodes them itself.
+embeddings = client.embeddings.create(model="sluice-sim-1", input=["first text", "second text"])
+assert [e.index for e in embeddings.data] == [0, 1], embeddings
+assert len(embeddings.data[0].embedding) == 256, len(embeddings.data[0].embedding)
+assert abs(sum(v * v for v in embeddings.data[0].embedding) - 1.0) < 1e-3
+assert embeddings.usage.prompt_tokens > 0, embeddings
+
 try:
     openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).models.list()
     sys.exit("expected AuthenticationError")
@@ -43,7 +50,7 @@ try:
 except openai.BadRequestError as e:
     assert e.status_code == 400
 
-# The budget is 4 per minute and 3 were spent above (the 400 counts too).
+# The budget is 5 per minute and 4 were spent above (the 400 counts too).
 try:
     for _ in range(3):
         client.chat.completions.create(model="sluice-sim-1", messages=[{"role": "user", "content": "x"}])

@@ -80,6 +80,8 @@ pub struct Options {
     pub edge_hosts: usize,
     /// API keys beside alice's and bob's: (key, subject, tier).
     pub api_keys: Vec<(String, String, &'static str)>,
+    /// `SLUICE_*` settings for the origin.
+    pub origin_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -106,6 +108,7 @@ impl Stack {
                 format!("sqlite://{}?mode=rwc", database.display()),
             )
             .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{origin_port}"))
+            .envs(options.origin_env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting sluice-origin: {e}"));

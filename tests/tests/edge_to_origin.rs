@@ -4,6 +4,7 @@
     reason = "test helpers: any failure should fail the test"
 )]
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_e2e::{DEMO_KEY, OTHER_KEY, Options, Stack};
@@ -198,7 +199,7 @@ async fn cached_responses_stay_with_their_principal_unless_public() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_sdk_works_through_the_edge() {
     let stack = Stack::start(Options {
-        edge_variables: vec![("rate_limit_free", "4/1m".into())],
+        edge_variables: vec![("rate_limit_free", "5/1m".into())],
         ..Options::default()
     })
     .await;
@@ -391,4 +392,50 @@ async fn keys_issued_by_the_admin_api_work_at_the_edge_until_revoked() {
         get(&me, "sk-never-issued").await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_pass_through_the_edge_as_they_are_generated() {
+    // 20 tokens/s: the simulated answer's chunks are 50 ms apart.
+    let stack = Stack::start(Options {
+        origin_env: vec![
+            ("SLUICE_SIMULATED__TIME_TO_FIRST_TOKEN_MS", "100".into()),
+            ("SLUICE_SIMULATED__TOKENS_PER_SECOND", "20".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", stack.edge))
+        .bearer_auth(DEMO_KEY)
+        .json(&serde_json::json!({
+            "model": "sluice-sim-1", "stream": true,
+            "messages": [{ "role": "user", "content": "one two three four five six" }],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-cache"], "BYPASS");
+    let mut body = response.bytes_stream();
+    let (mut text, mut first_content, mut arrivals) = (String::new(), None, 0);
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        arrivals += 1;
+        if first_content.is_none() && text.contains("[simulated") {
+            first_content = Some(started.elapsed());
+        }
+    }
+    let done = started.elapsed();
+    let first_content = first_content.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    // Ten tokens 50 ms apart: a buffered relay would deliver the first
+    // one together with the last.
+    assert!(
+        done - first_content >= std::time::Duration::from_millis(300),
+        "first content at {first_content:?}, done at {done:?}: buffered"
+    );
+    assert!(arrivals >= 5, "{arrivals} reads: chunks were merged");
 }

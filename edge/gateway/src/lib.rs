@@ -1,11 +1,17 @@
 //! The edge entry point: runs auth -> rate limit -> cache, then forwards misses
 //! to the origin with the principal signed (see `sluice_core::edge_signature`).
+//! Origin responses the cache will not keep (streams above all) are relayed
+//! chunk by chunk as they arrive; only cacheable ones are read whole.
 //!
 //! Variables: `origin_url` (scheme://host:port, no trailing slash) and
 //! `edge_secret` (shared with the origin).
 
+use futures::{SinkExt, StreamExt};
 use sluice_core::{edge_signature, errors, identity};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::conversions::TryFromIncomingRequest;
+use spin_sdk::http::{
+    IncomingRequest, IncomingResponse, OutgoingResponse, Request, Response, ResponseOutparam,
+};
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::config::store as config;
 
@@ -48,21 +54,82 @@ const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
+/// What the gateway answers: a finished response, or the origin's status and
+/// headers with its body still arriving.
+enum Reply {
+    Whole(Response),
+    Relay {
+        head: Response,
+        origin: IncomingResponse,
+    },
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Whole(response)
+    }
+}
+
 #[http_component]
-async fn handle(req: Request) -> Response {
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let reply = match Request::try_from_incoming_request(incoming).await {
+        Ok(req) => gateway(req).await,
+        Err(e) => Reply::Whole(json(
+            400,
+            Vec::new(),
+            errors::openai_error(
+                &format!("Could not read the request: {e}"),
+                "invalid_request_error",
+                None,
+                None,
+            )
+            .to_string()
+            .into_bytes(),
+        )),
+    };
+    match reply {
+        Reply::Whole(mut response) => {
+            let body = std::mem::take(response.body_mut());
+            if let Ok(head) = OutgoingResponse::try_from(response) {
+                // The client may be gone; nothing is left to tell it.
+                let _ = out.set_with_body(head, body).await;
+            }
+        }
+        Reply::Relay { head, origin } => relay(head, origin, out).await,
+    }
+}
+
+/// Sends the origin's body on as each chunk arrives. If the client leaves, the
+/// origin response is dropped, which closes the origin connection and so
+/// cancels the upstream call behind it.
+async fn relay(head: Response, origin: IncomingResponse, out: ResponseOutparam) {
+    let Ok(head) = OutgoingResponse::try_from(head) else {
+        return;
+    };
+    let mut sink = head.take_body();
+    out.set(head);
+    let mut chunks = origin.take_body_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        if sink.send(chunk).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn gateway(req: Request) -> Reply {
     if req.path() == "/health" {
-        return json(
+        return Reply::Whole(json(
             200,
             Vec::new(),
             serde_json::json!({ "status": "ok", "tier": "edge" })
                 .to_string()
                 .into_bytes(),
-        );
+        ));
     }
     // The origin's internal routes answer only the edge's own signed calls;
     // clients never reach them through the gateway.
     if req.path().starts_with("/internal/") {
-        return json(
+        return Reply::Whole(json(
             404,
             Vec::new(),
             errors::openai_error(
@@ -73,21 +140,21 @@ async fn handle(req: Request) -> Response {
             )
             .to_string()
             .into_bytes(),
-        );
+        ));
     }
     let head = request_head(&req);
 
     let who = match auth::authenticate(&head) {
         Ok(who) => who,
-        Err(denial) => return from_denial(denial, Vec::new()),
+        Err(denial) => return from_denial(denial, Vec::new()).into(),
     };
     let limit_headers = match rate_limit::check(&who, &head) {
         Ok(headers) => headers,
-        Err(denial) => return from_denial(denial, Vec::new()),
+        Err(denial) => return from_denial(denial, Vec::new()).into(),
     };
 
     if head.path == PURGE_PATH {
-        return purge(&req, limit_headers);
+        return purge(&req, limit_headers).into();
     }
 
     let ticket = match cache::find(&who, &head, req.body()) {
@@ -95,7 +162,7 @@ async fn handle(req: Request) -> Response {
             let mut headers = cached.headers;
             headers.push(("x-cache".into(), "HIT".into()));
             headers.push(("age".into(), age.to_string()));
-            return respond(cached.status, headers, limit_headers, cached.body);
+            return respond(cached.status, headers, limit_headers, cached.body).into();
         }
         LookupResult::Miss(ticket) => Some((ticket, "MISS")),
         LookupResult::Bypass(ticket) => ticket.map(|t| (t, "BYPASS")),
@@ -103,47 +170,47 @@ async fn handle(req: Request) -> Response {
 
     let upstream = match forward(req, head.headers, &who).await {
         Ok(response) => response,
-        Err(message) => {
-            let body =
-                errors::openai_error(&message, "server_error", Some("origin_unreachable"), None);
-            return from_denial(
-                Denial {
-                    status: 502,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: body.to_string().into_bytes(),
-                },
-                limit_headers,
-            );
-        }
+        Err(message) => return origin_failed(&message, limit_headers).into(),
     };
-    let status = *upstream.status();
+    let status = upstream.status();
     let headers: Headers = upstream
         .headers()
-        .filter(|(name, _)| !STRIPPED_RESPONSE_HEADERS.contains(name))
-        .filter_map(|(name, value)| Some((name.to_string(), value.as_str()?.to_string())))
+        .entries()
+        .into_iter()
+        .filter(|(name, _)| !STRIPPED_RESPONSE_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
         .collect();
-    let body = upstream.into_body();
 
-    // The cache borrows the response, so it is offered without a copy and taken back.
-    let (mut headers, body, cache_status) = match ticket {
-        Some((ticket, label)) => {
-            let offered = cache::Response {
-                status,
-                headers,
-                body,
-            };
-            let stored = cache::offer(&ticket, &offered);
-            let label = if label == "MISS" || stored {
-                label
-            } else {
-                "BYPASS"
-            };
-            (offered.headers, offered.body, label)
-        }
-        None => (headers, body, "BYPASS"),
+    let Some((ticket, label)) = ticket else {
+        let mut headers = headers;
+        headers.push(("x-cache".into(), "BYPASS".into()));
+        return Reply::Relay {
+            head: respond(status, headers, limit_headers, Vec::new()),
+            origin: upstream,
+        };
     };
-    headers.push(("x-cache".into(), cache_status.into()));
-    respond(status, headers, limit_headers, body)
+    // Cacheable: read it whole, offer it to the cache (which borrows it), take it back.
+    let body = match upstream.into_body().await {
+        Ok(body) => body,
+        Err(e) => {
+            let message = format!("origin response failed: {}", e.to_debug_string());
+            return origin_failed(&message, limit_headers).into();
+        }
+    };
+    let offered = cache::Response {
+        status,
+        headers,
+        body,
+    };
+    let stored = cache::offer(&ticket, &offered);
+    let label = if label == "MISS" || stored {
+        label
+    } else {
+        "BYPASS"
+    };
+    let mut headers = offered.headers;
+    headers.push(("x-cache".into(), label.into()));
+    respond(status, headers, limit_headers, offered.body).into()
 }
 
 /// Admin purge of edge cache entries; the cache lives here, so the edge answers
@@ -245,7 +312,11 @@ fn request_head(req: &Request) -> RequestHead {
 
 /// Sends the request to the origin with the principal signed. `headers` are the
 /// request's, already lower-cased by `request_head`.
-async fn forward(req: Request, headers: Headers, who: &Principal) -> Result<Response, String> {
+async fn forward(
+    req: Request,
+    headers: Headers,
+    who: &Principal,
+) -> Result<IncomingResponse, String> {
     let origin = setting("origin_url")?;
     let secret = setting("edge_secret")?;
     let path_and_query = req.path_and_query().unwrap_or("/").to_string();
@@ -289,7 +360,7 @@ async fn forward(req: Request, headers: Headers, who: &Principal) -> Result<Resp
         .header(edge_signature::TIMESTAMP_HEADER, now.to_string())
         .header(edge_signature::SIGNATURE_HEADER, signature);
     let outbound = builder.body(req.into_body()).build();
-    spin_sdk::http::send::<_, Response>(outbound)
+    spin_sdk::http::send::<_, IncomingResponse>(outbound)
         .await
         .map_err(|e| format!("origin request failed: {e}"))
 }
@@ -299,6 +370,19 @@ fn setting(name: &str) -> Result<String, String> {
         Ok(Some(value)) if !value.is_empty() => Ok(value),
         _ => Err(format!("edge variable `{name}` is not set")),
     }
+}
+
+/// 502 in OpenAI's shape: the origin could not be reached or broke off.
+fn origin_failed(message: &str, limit_headers: Headers) -> Response {
+    let body = errors::openai_error(message, "server_error", Some("origin_unreachable"), None);
+    from_denial(
+        Denial {
+            status: 502,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        },
+        limit_headers,
+    )
 }
 
 fn from_denial(denial: Denial, extra: Headers) -> Response {
