@@ -42,6 +42,7 @@ async fn two_hosts_on_one_redis_admit_at_most_the_limit_and_share_the_cache() {
         runtime_config: Some(redis_config("redis://127.0.0.1:6379")),
         edge_hosts: 2,
         api_keys: vec![(key.clone(), subject.clone(), "free")],
+        ..Options::default()
     })
     .await;
 
@@ -110,6 +111,7 @@ async fn a_redis_outage_follows_each_policys_fail_mode_and_heals_itself() {
             (free_key.clone(), unique("free"), "free"),
             (premium_key.clone(), unique("premium"), "premium"),
         ],
+        ..Options::default()
     })
     .await;
     let models = format!("{}/v1/models", stack.edge);
