@@ -100,6 +100,9 @@ struct HoldArgs {
     /// Sign each request as the edge would (calling the origin directly).
     #[arg(long)]
     sign_secret: Option<String>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    open_concurrency: usize,
 }
 
 fn main() -> Result<()> {
@@ -325,10 +328,15 @@ async fn hold(args: HoldArgs) -> Result<serde_json::Value> {
     } else {
         request.push_str("\r\n");
     }
+    // Connections are opened a batch at a time: ten thousand SYNs at once
+    // overflow the listen backlog and measure the kernel's retry timers instead.
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(args.open_concurrency.max(1)));
     let mut tasks = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let (addr, request) = (args.addr.clone(), request.clone());
+        let opening = std::sync::Arc::clone(&opening);
         tasks.push(tokio::spawn(async move {
+            let _permit = opening.acquire_owned().await.ok()?;
             let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
             stream.write_all(request.as_bytes()).await.ok()?;
             let mut head = [0u8; 1024];
