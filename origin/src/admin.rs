@@ -22,7 +22,7 @@ impl From<KeyError> for ApiError {
     }
 }
 
-fn require_admin(who: &Identity) -> Result<(), ApiError> {
+pub(crate) fn require_admin(who: &Identity) -> Result<(), ApiError> {
     if who.tier == Tier::Admin {
         Ok(())
     } else {

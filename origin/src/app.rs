@@ -3,15 +3,21 @@
 use crate::admin;
 use crate::chat;
 use crate::config::Config;
+use crate::conversations::ConversationStore;
+use crate::conversations_api;
 use crate::db::Db;
 use crate::edge_auth::require_edge_signature;
 use crate::error::ApiError;
+use crate::jobs::JobQueue;
+use crate::jobs_api;
 use crate::keys::KeyStore;
 use crate::priority::Priority;
 use crate::routing::Engine;
+use crate::usage::UsageLog;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -29,6 +35,12 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub keys: KeyStore,
+    pub conversations: ConversationStore,
+    pub jobs: JobQueue,
+    pub usage: UsageLog,
+    /// For conversations that name no model.
+    pub default_model: Arc<str>,
+    pub context_messages: u32,
     pub db: Db,
     pub edge_secret: Arc<str>,
     pub max_skew_secs: u64,
@@ -39,11 +51,26 @@ pub struct AppState {
 
 impl AppState {
     /// The state for `config`, on a database already connected and migrated
-    /// (`crate::db::connect`).
+    /// (`crate::db::connect`). Starts the usage writer, so it needs a Tokio runtime.
     pub fn new(config: &Config, db: Db) -> Result<AppState, reqwest::Error> {
         Ok(AppState {
             engine: Arc::new(Engine::from_config(config)?),
             keys: KeyStore::new(db.clone()),
+            conversations: ConversationStore::new(db.clone()),
+            jobs: JobQueue::new(
+                db.clone(),
+                config.queue.settings(),
+                crate::db::is_postgres(&config.database.url),
+            ),
+            usage: UsageLog::start(db.clone()),
+            default_model: config
+                .conversations
+                .default_model
+                .as_deref()
+                .or(config.models.first().map(|m| m.name.as_str()))
+                .unwrap_or_default()
+                .into(),
+            context_messages: config.conversations.context_messages,
             db,
             edge_secret: config.edge.secret.clone().unwrap_or_default().into(),
             max_skew_secs: config.edge.max_skew_secs,
@@ -76,6 +103,26 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/me", get(me))
         .route(
+            "/v1/conversations",
+            post(conversations_api::create).get(conversations_api::list),
+        )
+        .route(
+            "/v1/conversations/{id}",
+            get(conversations_api::get).delete(conversations_api::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(conversations_api::messages).post(conversations_api::post_message),
+        )
+        .route("/v1/jobs", post(jobs_api::create))
+        .route("/v1/jobs/{id}", get(jobs_api::get).delete(jobs_api::cancel))
+        .route("/generate", post(generate))
+        .route("/jobs/{id}", get(jobs_api::get))
+        .route("/v1/admin/queue", get(jobs_api::stats))
+        .route("/v1/admin/jobs/dead", get(jobs_api::dead))
+        .route("/v1/admin/jobs/{id}", get(jobs_api::inspect))
+        .route("/v1/admin/jobs/{id}/redrive", post(jobs_api::redrive))
+        .route(
             "/v1/admin/keys",
             post(admin::create_key).get(admin::list_keys),
         )
@@ -106,6 +153,7 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<AppState>) -> Response {
     let database = sqlx::query("SELECT 1").execute(&state.db).await;
+    let queue = state.jobs.stats().await.ok();
     let status = if database.is_ok() {
         StatusCode::OK
     } else {
@@ -121,6 +169,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             "pool_size": state.db.size(),
             "pool_idle": state.db.num_idle(),
         },
+        "queue": queue,
     });
     (status, Json(body)).into_response()
 }
@@ -130,7 +179,10 @@ async fn not_found() -> ApiError {
 }
 
 /// The body, or the limit error in OpenAI's shape.
-fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn read_body(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: state.body_limit_bytes,
@@ -142,7 +194,7 @@ fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<By
     })
 }
 
-fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
+pub(crate) fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
     match headers.get(Priority::HEADER) {
         None => Ok(Priority::default()),
         Some(value) => value
@@ -159,6 +211,33 @@ fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateQuery {
+    #[serde(rename = "async", default)]
+    run_async: bool,
+}
+
+/// The seed's form: `POST /generate?async=true` queues a job (as
+/// `POST /v1/jobs`), without `async` it answers as a chat completion.
+async fn generate(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    query: Result<Query<GenerateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest {
+        message: e.body_text(),
+        param: Some("async".into()),
+    })?;
+    let body = read_body(&state, body)?;
+    if query.run_async {
+        return jobs_api::submit(&state, &who, &headers, &body).await;
+    }
+    complete_chat(&state, &who, &headers, body).await
+}
+
 async fn chat_completions(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
@@ -166,8 +245,17 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(&state, body)?;
+    complete_chat(&state, &who, &headers, body).await
+}
+
+async fn complete_chat(
+    state: &AppState,
+    who: &Identity,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = Arc::new(chat::parse(&body)?);
-    let priority = priority(&headers)?;
+    let priority = priority(headers)?;
     if request.is_stream() {
         let served = state.engine.stream(Arc::clone(&request), priority).await?;
         return Ok(chat::stream_response(
@@ -175,6 +263,8 @@ async fn chat_completions(
             &request,
             &who.sub,
             unix_now(),
+            &state.usage,
+            None,
         ));
     }
     // Same caller, same bytes: one upstream call for all of them.
@@ -195,6 +285,7 @@ async fn chat_completions(
         &who.sub,
         coalesced,
         unix_now(),
+        &state.usage,
     ))
 }
 
@@ -213,7 +304,11 @@ async fn embeddings(
         .embed(&request.model, Arc::clone(&inputs), priority)
         .await?;
     Ok(chat::embeddings_response(
-        &served, &request, &inputs, &who.sub,
+        &served,
+        &request,
+        &inputs,
+        &who.sub,
+        &state.usage,
     ))
 }
 

@@ -9,6 +9,7 @@ use crate::openai::{
 };
 use crate::provider::{Embeddings, EventStream, StreamEvent};
 use crate::routing::{Answer, Deployment, Served};
+use crate::usage::{UsageLog, UsageRecord};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -100,8 +101,10 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
     Ok(request)
 }
 
-/// Usage and cost of one call: logged as an event and counted in metrics.
+/// Usage and cost of one call: logged as an event, counted in metrics and
+/// kept as a usage record.
 pub fn record_usage(
+    log: &UsageLog,
     subject: &str,
     model: &str,
     deployment: &Deployment,
@@ -119,6 +122,15 @@ pub fn record_usage(
         .increment(u64::from(usage.completion_tokens));
     metrics::counter!("sluice_cost_microdollars_total", &labels)
         .increment((cost * 1e6).round() as u64);
+    log.record(UsageRecord {
+        subject: subject.to_string(),
+        model: model.to_string(),
+        deployment: deployment.name.clone(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        estimated,
+        cost_usd: cost,
+    });
     cost
 }
 
@@ -133,20 +145,13 @@ fn route_headers(headers: &mut HeaderMap, deployment: &Deployment, attempts: u32
     headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
 }
 
-/// The JSON response for a non-streamed completion.
-pub fn completion_response(
-    served: &Served<Answer>,
-    request: &ChatRequest,
-    subject: &str,
-    coalesced: bool,
-    created: u64,
-) -> Response {
-    let answer = &served.value;
-    let body = ChatResponse {
+/// OpenAI's body for a non-streamed completion.
+pub fn completion_body(answer: &Answer, model: &str, created: u64) -> ChatResponse {
+    ChatResponse {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         object: "chat.completion".into(),
         created,
-        model: request.model.clone(),
+        model: model.to_string(),
         choices: vec![Choice {
             index: 0,
             message: AssistantMessage {
@@ -156,12 +161,26 @@ pub fn completion_response(
             finish_reason: answer.completion.finish_reason.clone(),
         }],
         usage: answer.usage,
-    };
+    }
+}
+
+/// The JSON response for a non-streamed completion.
+pub fn completion_response(
+    served: &Served<Answer>,
+    request: &ChatRequest,
+    subject: &str,
+    coalesced: bool,
+    created: u64,
+    log: &UsageLog,
+) -> Response {
+    let answer = &served.value;
+    let body = completion_body(answer, &request.model, created);
     // A coalesced follower did not cause a call: only the leader records it.
     let cost = if coalesced {
         served.deployment.pricing.cost_usd(answer.usage)
     } else {
         record_usage(
+            log,
             subject,
             &request.model,
             &served.deployment,
@@ -171,12 +190,22 @@ pub fn completion_response(
     };
     let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();
-    route_headers(headers, &served.deployment, served.attempts);
-    usage_headers(headers, answer.usage, answer.usage_estimated, cost);
+    served_headers(headers, served, cost);
     if coalesced {
         headers.insert("x-sluice-coalesced", HeaderValue::from_static("true"));
     }
     response
+}
+
+/// Where the answer came from and what it used.
+pub fn served_headers(headers: &mut HeaderMap, served: &Served<Answer>, cost: f64) {
+    route_headers(headers, &served.deployment, served.attempts);
+    usage_headers(
+        headers,
+        served.value.usage,
+        served.value.usage_estimated,
+        cost,
+    );
 }
 
 fn usage_headers(headers: &mut HeaderMap, usage: Usage, estimated: bool, cost: f64) {
@@ -204,7 +233,13 @@ struct StreamMeta {
     include_usage: bool,
     prompt_estimate: u32,
     deployment: Arc<Deployment>,
+    log: UsageLog,
 }
+
+/// Awaited with the whole text when a stream ends normally (not when the
+/// client leaves or the upstream fails), before the last chunk is sent:
+/// conversations store the reply, so a client that saw `[DONE]` can read it.
+pub type OnStreamEnd = Box<dyn FnOnce(String) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl StreamMeta {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
@@ -228,6 +263,9 @@ struct StreamState {
     sent_finish: bool,
     completion_estimate: u32,
     usage: Option<Usage>,
+    /// The text so far, kept only when someone waits for it.
+    text: Option<String>,
+    on_end: Option<OnStreamEnd>,
 }
 
 impl StreamState {
@@ -252,6 +290,7 @@ impl StreamState {
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
         record_usage(
+            &self.meta.log,
             &self.meta.subject,
             &self.meta.model,
             &self.meta.deployment,
@@ -280,6 +319,8 @@ pub fn stream_response(
     request: &ChatRequest,
     subject: &str,
     created: u64,
+    log: &UsageLog,
+    on_end: Option<OnStreamEnd>,
 ) -> Response {
     let meta = StreamMeta {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -289,6 +330,7 @@ pub fn stream_response(
         include_usage: request.include_usage(),
         prompt_estimate: request.estimated_prompt_tokens(),
         deployment: Arc::clone(&served.deployment),
+        log: log.clone(),
     };
     let state = StreamState {
         meta,
@@ -297,6 +339,8 @@ pub fn stream_response(
         sent_finish: false,
         completion_estimate: 0,
         usage: None,
+        text: on_end.as_ref().map(|_| String::new()),
+        on_end,
     };
     let body = futures::stream::unfold(state, |mut state| async move {
         if !state.sent_role {
@@ -311,6 +355,9 @@ pub fn stream_response(
             match events.next().await {
                 Some(Ok(StreamEvent::Delta(text))) => {
                     state.completion_estimate += estimate_tokens(&text);
+                    if let Some(all) = &mut state.text {
+                        all.push_str(&text);
+                    }
                     let chunk = state.meta.chunk(json!({ "content": text }), None);
                     return Some((chunk, state));
                 }
@@ -333,6 +380,9 @@ pub fn stream_response(
                     return Some((sse_data(&body), state));
                 }
                 None => {
+                    if let (Some(on_end), Some(text)) = (state.on_end.take(), state.text.take()) {
+                        on_end(text).await;
+                    }
                     let tail = state.finish();
                     return Some((tail, state));
                 }
@@ -367,6 +417,7 @@ pub fn embeddings_response(
     request: &EmbeddingsRequest,
     inputs: &[String],
     subject: &str,
+    log: &UsageLog,
 ) -> Response {
     let prompt_tokens = served
         .value
@@ -375,6 +426,7 @@ pub fn embeddings_response(
     let usage = Usage::new(prompt_tokens, 0);
     let estimated = served.value.prompt_tokens.is_none();
     let cost = record_usage(
+        log,
         subject,
         &request.model,
         &served.deployment,

@@ -15,6 +15,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub simulated: SimulatedConfig,
     pub routing: RoutingConfig,
+    pub queue: QueueConfig,
+    pub conversations: ConversationsConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -121,6 +123,80 @@ impl Default for RoutingConfig {
     }
 }
 
+/// The job queue and its workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Jobs run at once by this process (`serve` and `worker`); 0 in `serve`
+    /// leaves running them to separate `worker` processes.
+    pub workers: usize,
+    /// A claimed job not finished in this time is delivered again.
+    pub visibility_timeout_secs: u64,
+    pub max_attempts: u32,
+    /// Backoff before retry n is uniform in [0, min(max, base * 2^n)].
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long completed and cancelled jobs are kept.
+    pub retention_secs: u64,
+    /// How long dead-lettered jobs are kept for inspection and redrive.
+    pub dead_retention_secs: u64,
+    /// How often idle workers look for jobs submitted by other processes.
+    pub poll_interval_ms: u64,
+    /// On SIGTERM, how long running jobs may take before they are released.
+    pub drain_timeout_secs: u64,
+    pub cleanup_interval_secs: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            workers: 4,
+            visibility_timeout_secs: 300,
+            max_attempts: 3,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 60_000,
+            retention_secs: 24 * 3600,
+            dead_retention_secs: 7 * 24 * 3600,
+            poll_interval_ms: 250,
+            drain_timeout_secs: 30,
+            cleanup_interval_secs: 60,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn settings(&self) -> crate::jobs::QueueSettings {
+        use std::time::Duration;
+        crate::jobs::QueueSettings {
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
+            max_attempts: self.max_attempts,
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            retention: Duration::from_secs(self.retention_secs),
+            dead_retention: Duration::from_secs(self.dead_retention_secs),
+        }
+    }
+}
+
+/// Conversations: what a reply is generated from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsConfig {
+    /// Model for conversations that name none (default: the first configured).
+    pub default_model: Option<String>,
+    /// Earlier messages sent as context with each new one.
+    pub context_messages: u32,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> ConversationsConfig {
+        ConversationsConfig {
+            default_model: None,
+            context_messages: 50,
+        }
+    }
+}
+
 /// A model name clients send, and where it is served from, in fallback order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +291,8 @@ impl Default for Config {
             },
             simulated: SimulatedConfig::default(),
             routing: RoutingConfig::default(),
+            queue: QueueConfig::default(),
+            conversations: ConversationsConfig::default(),
             models: vec![ModelConfig {
                 name: "sluice-sim-1".into(),
                 deployments: vec![DeploymentConfig {
@@ -336,6 +414,20 @@ impl Config {
                     message: "must be between 0 and 1".into(),
                 });
             }
+        }
+        if self.queue.max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                field: "queue.max_attempts",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(model) = &self.conversations.default_model
+            && !self.models.iter().any(|m| &m.name == model)
+        {
+            return Err(ConfigError::Invalid {
+                field: "conversations.default_model",
+                message: format!("`{model}` is not a configured model"),
+            });
         }
         if self.routing.attempts == 0 {
             return Err(ConfigError::Invalid {

@@ -19,11 +19,16 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Whether the URL names Postgres (otherwise SQLite).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres")
+}
+
 /// Opens the pool and brings the schema up to date.
 pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
     install_default_drivers();
     let statement_timeout_ms = config.statement_timeout_secs.saturating_mul(1000);
-    let postgres = config.url.starts_with("postgres");
+    let postgres = is_postgres(&config.url);
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
@@ -51,4 +56,12 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
         .await?;
     MIGRATIONS.run(&pool).await?;
     Ok(pool)
+}
+
+/// Milliseconds since the Unix epoch, the unit of every `*_at_ms` column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

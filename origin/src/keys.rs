@@ -3,7 +3,7 @@
 //! bounded time (`api_key_cache_seconds` there): that is how long a revocation
 //! takes to reach every edge instance.
 
-use crate::db::Db;
+use crate::db::{Db, now_ms};
 use serde::Serialize;
 use sluice_core::api_key;
 use sluice_core::identity::Tier;
@@ -48,13 +48,6 @@ pub struct NewKey<'a> {
 #[derive(Clone)]
 pub struct KeyStore {
     db: Db,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `sk-` and 244 random bits (two v4 UUIDs, from the OS's generator) as hex.

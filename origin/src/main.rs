@@ -4,8 +4,10 @@ use sluice_core::identity::Tier;
 use sluice_origin::app::{AppState, app};
 use sluice_origin::config::{Config, SimulatedConfig};
 use sluice_origin::keys::{KeyStore, NewKey};
+use sluice_origin::worker::{self, Runner, WorkerSettings};
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The Sluice origin service.
 #[derive(Parser)]
@@ -30,9 +32,18 @@ enum Command {
     /// over HTTP; this creates the first admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run queued jobs without the HTTP API (scale these on queue depth).
+    Worker(WorkerArgs),
     /// Serve the simulated provider as a stand-alone OpenAI-compatible upstream
     /// (for benchmarks and fallback drills); needs no configuration file.
     Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Jobs run at once (default: `[queue] workers`).
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -117,27 +128,61 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(Command::Keys(command)) = command {
         return runtime.block_on(keys(&config, command));
     }
-    let state = AppState::new(&config, {
-        let database = &config.database;
-        runtime
-            .block_on(sluice_origin::db::connect(database))
-            .context("opening the database")?
-    })
-    .context("building the upstream HTTP client")?;
+    let worker_args = match command {
+        Some(Command::Worker(args)) => Some(args),
+        _ => None,
+    };
     runtime.block_on(async move {
+        let db = sluice_origin::db::connect(&config.database)
+            .await
+            .context("opening the database")?;
+        let state = AppState::new(&config, db).context("building the upstream HTTP client")?;
+        let (stop, stopped) = watch::channel(false);
+        let runner = Runner {
+            queue: state.jobs.clone(),
+            engine: state.engine.clone(),
+            usage: state.usage.clone(),
+        };
+        let mut settings = WorkerSettings {
+            concurrency: config.queue.workers,
+            poll_interval: Duration::from_millis(config.queue.poll_interval_ms),
+            drain_timeout: Duration::from_secs(config.queue.drain_timeout_secs),
+            cleanup_interval: Duration::from_secs(config.queue.cleanup_interval_secs),
+        };
+        if let Some(args) = worker_args {
+            settings.concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
+            tracing::info!(
+                concurrency = settings.concurrency,
+                "sluice-origin worker running"
+            );
+            println!("worker running {} at once", settings.concurrency);
+            let workers = tokio::spawn(worker::run(runner, settings, stopped));
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing or releasing running jobs");
+            let _ = stop.send(true);
+            workers.await?;
+            tracing::info!("stopped");
+            return Ok(());
+        }
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, models = config.models.len(), "sluice-origin listening");
+        tracing::info!(%addr, models = config.models.len(), workers = settings.concurrency,
+            "sluice-origin listening");
         println!("listening on http://{addr}");
+        let workers = tokio::spawn(worker::run(runner, settings, stopped));
         let router = app(
             state,
             Duration::from_secs(config.server.request_timeout_secs),
         );
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            })
             .await?;
+        workers.await?;
         tracing::info!("stopped");
         Ok(())
     })

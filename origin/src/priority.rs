@@ -1,4 +1,4 @@
-//! Priority classes shared by generation (key reserve) and, later, the job queue.
+//! Priority classes shared by generation (key reserve) and the job queue.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,25 @@ impl Priority {
             Priority::Normal => "normal",
             Priority::High => "high",
             Priority::Critical => "critical",
+        }
+    }
+
+    /// The queue's order: lower ranks are claimed first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Priority::Critical => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+        }
+    }
+
+    pub fn from_rank(rank: i64) -> Priority {
+        match rank {
+            0 => Priority::Critical,
+            1 => Priority::High,
+            3 => Priority::Low,
+            _ => Priority::Normal,
         }
     }
 }

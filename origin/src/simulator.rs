@@ -12,6 +12,7 @@ use crate::priority::Priority;
 use crate::provider::simulated::Simulated;
 use crate::resilience::Breaker;
 use crate::routing::{Deployment, Engine, Pricing, RetryPolicy};
+use crate::usage::UsageLog;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
@@ -71,7 +72,14 @@ async fn chat_completions(
     let now = crate::app::unix_now();
     if asked.is_stream() {
         let served = engine.stream(routed, Priority::Normal).await?;
-        return Ok(chat::stream_response(served, &asked, "simulator", now));
+        return Ok(chat::stream_response(
+            served,
+            &asked,
+            "simulator",
+            now,
+            &UsageLog::discard(),
+            None,
+        ));
     }
     let (served, _) = engine.complete(routed, Priority::Normal, None).await?;
     Ok(chat::completion_response(
@@ -80,6 +88,7 @@ async fn chat_completions(
         "simulator",
         false,
         now,
+        &UsageLog::discard(),
     ))
 }
 
@@ -94,5 +103,6 @@ async fn embeddings(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<Re
         &request,
         &inputs,
         "simulator",
+        &UsageLog::discard(),
     ))
 }

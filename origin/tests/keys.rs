@@ -7,115 +7,12 @@
     reason = "test helpers: any failure should fail the test"
 )]
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use sluice_core::edge_signature::{self, IDENTITY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use sluice_core::identity::{EDGE_INTERNAL_SCOPE, Identity, Tier};
-use sluice_origin::app::{AppState, app, unix_now};
-use sluice_origin::config::Config;
-use sqlx::Connection;
-use std::time::Duration;
-use tower::ServiceExt;
+mod common;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
-const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A database for one test: a SQLite file, or a fresh Postgres database
-/// dropped at the end.
-struct TestDb {
-    url: String,
-    postgres_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        TestDb {
-            url: format!("sqlite://{}?mode=rwc", dir.path().join("keys.db").display()),
-            postgres_name: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(POSTGRES_ADMIN)
-            .await
-            .unwrap_or_else(|e| panic!("Postgres at {POSTGRES_ADMIN}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        TestDb {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            postgres_name: Some(name),
-            _dir: None,
-        }
-    }
-
-    async fn drop_database(self) {
-        if let Some(name) = &self.postgres_name {
-            let mut admin = sqlx::PgConnection::connect(POSTGRES_ADMIN).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn router(db: &TestDb) -> axum::Router {
-    let config = Config::from_toml(&format!(
-        "[edge]\nsecret = \"{SECRET}\"\n[database]\nurl = \"{}\"\nmin_connections = 1\nmax_connections = 5\n",
-        db.url
-    ))
-    .unwrap();
-    let pool = sluice_origin::db::connect(&config.database).await.unwrap();
-    app(
-        AppState::new(&config, pool).unwrap(),
-        Duration::from_secs(5),
-    )
-}
-
-fn identity(sub: &str, tier: Tier, scopes: &[&str]) -> Identity {
-    Identity {
-        sub: sub.into(),
-        tier,
-        kid: None,
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-async fn call(
-    router: &axum::Router,
-    method: &str,
-    path: &str,
-    who: &Identity,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let identity = who.encode();
-    let now = unix_now();
-    let signature = edge_signature::sign(SECRET.as_bytes(), method, path, now, &identity);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(IDENTITY_HEADER, identity)
-        .header(TIMESTAMP_HEADER, now.to_string())
-        .header(SIGNATURE_HEADER, signature)
-        .header("content-type", "application/json")
-        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default())
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use axum::http::StatusCode;
+use common::{TestDb, call, identity, router};
+use serde_json::json;
+use sluice_core::identity::{EDGE_INTERNAL_SCOPE, Tier};
 
 async fn key_lifecycle(db: TestDb) {
     let router = router(&db).await;

@@ -3,6 +3,8 @@
 //! demand per key, per model or for the next N calls. It records what it saw,
 //! and which calls the caller abandoned before they finished.
 
+#![allow(dead_code, reason = "shared by test crates that each use part of it")]
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -37,6 +39,8 @@ pub struct Seen {
     pub key: Option<String>,
     pub model: String,
     pub stream: bool,
+    /// The chat messages sent, as `role: text` (empty for embeddings).
+    pub messages: Vec<String>,
 }
 
 #[derive(Default)]
@@ -248,6 +252,7 @@ async fn openai_chat(
         key: bearer(&headers),
         model: model.clone(),
         stream,
+        messages: request_messages(&request),
     });
     let watch = Watch {
         script: Arc::clone(&script),
@@ -303,6 +308,7 @@ async fn openai_embeddings(
         key: bearer(&headers),
         model: request["model"].as_str().unwrap_or_default().to_string(),
         stream: false,
+        messages: Vec::new(),
     });
     if let Some(response) = before_answer(&behaviour).await {
         return response;
@@ -346,6 +352,7 @@ async fn anthropic_messages(
             .map(str::to_string),
         model: request["model"].as_str().unwrap_or_default().to_string(),
         stream,
+        messages: request_messages(&request),
     });
     if let Some(response) = before_answer(&behaviour).await {
         return response;
@@ -377,4 +384,22 @@ async fn anthropic_messages(
     ));
     frames.push(event("message_stop", json!({ "type": "message_stop" })));
     sse(frames, &behaviour, script)
+}
+
+fn request_messages(request: &Value) -> Vec<String> {
+    request["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}: {}",
+                        m["role"].as_str().unwrap_or_default(),
+                        m["content"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -1,0 +1,318 @@
+//! Conversations and their messages, owned by one subject each. Every query
+//! names the owner, so another subject's conversation is simply not found.
+
+use crate::db::{Db, now_ms};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("no such conversation")]
+    NotFound,
+    #[error("malformed cursor")]
+    BadCursor,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub object: &'static str,
+    pub title: String,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub object: &'static str,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub role: String,
+    pub content: String,
+    pub created_at_ms: i64,
+}
+
+/// One page of a listing; `next_cursor` is `None` on the last page.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn from_rows(mut data: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let has_more = data.len() > limit as usize;
+        data.truncate(limit as usize);
+        let next_cursor = if has_more {
+            data.last().map(cursor)
+        } else {
+            None
+        };
+        Page {
+            object: "list",
+            data,
+            has_more,
+            next_cursor,
+        }
+    }
+}
+
+pub struct NewConversation<'a> {
+    pub title: &'a str,
+    pub model: Option<&'a str>,
+    pub system_prompt: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct ConversationStore {
+    db: Db,
+}
+
+const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at_ms, updated_at_ms";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, created_at_ms";
+
+fn conversation(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        object: "conversation",
+        title: row.try_get("title")?,
+        model: row.try_get("model")?,
+        system_prompt: row.try_get("system_prompt")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        object: "conversation.message",
+        conversation_id: row.try_get("conversation_id")?,
+        seq: row.try_get("seq")?,
+        role: row.try_get("role")?,
+        content: row.try_get("content")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// Conversation cursors are `created_at_ms.id` of the last row shown: stable
+/// while rows are added, unlike offsets.
+fn conversation_cursor(c: &Conversation) -> String {
+    format!("{}.{}", c.created_at_ms, c.id)
+}
+
+fn parse_conversation_cursor(cursor: &str) -> Result<(i64, &str), ConversationError> {
+    let (created, id) = cursor.split_once('.').ok_or(ConversationError::BadCursor)?;
+    Ok((
+        created.parse().map_err(|_| ConversationError::BadCursor)?,
+        id,
+    ))
+}
+
+impl ConversationStore {
+    pub fn new(db: Db) -> ConversationStore {
+        ConversationStore { db }
+    }
+
+    pub async fn create(
+        &self,
+        subject: &str,
+        new: NewConversation<'_>,
+    ) -> Result<Conversation, ConversationError> {
+        let now = now_ms();
+        let id = format!("conv_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(
+            "INSERT INTO conversations (id, subject, title, model, system_prompt, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&id)
+        .bind(subject)
+        .bind(new.title)
+        .bind(new.model)
+        .bind(new.system_prompt)
+        .bind(now)
+        .execute(&self.db)
+        .await?;
+        Ok(Conversation {
+            id,
+            object: "conversation",
+            title: new.title.to_string(),
+            model: new.model.map(str::to_string),
+            system_prompt: new.system_prompt.map(str::to_string),
+            created_at_ms: now,
+            updated_at_ms: now,
+        })
+    }
+
+    /// The subject's conversations, newest first.
+    pub async fn list(
+        &self,
+        subject: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<Conversation>, ConversationError> {
+        let fetch = i64::from(limit) + 1;
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE subject = $1 \
+                     ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+                ))
+                .bind(subject)
+                .bind(fetch)
+                .fetch_all(&self.db)
+                .await?
+            }
+            Some(cursor) => {
+                let (created, id) = parse_conversation_cursor(cursor)?;
+                sqlx::query(&format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE subject = $1 \
+                     AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3)) \
+                     ORDER BY created_at_ms DESC, id DESC LIMIT $4"
+                ))
+                .bind(subject)
+                .bind(created)
+                .bind(id)
+                .bind(fetch)
+                .fetch_all(&self.db)
+                .await?
+            }
+        };
+        let data = rows.iter().map(conversation).collect::<Result<_, _>>()?;
+        Ok(Page::from_rows(data, limit, conversation_cursor))
+    }
+
+    pub async fn get(&self, subject: &str, id: &str) -> Result<Conversation, ConversationError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND subject = $2"
+        ))
+        .bind(id)
+        .bind(subject)
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or(ConversationError::NotFound)?;
+        Ok(conversation(&row)?)
+    }
+
+    /// Deletes the conversation and (by cascade) its messages.
+    pub async fn delete(&self, subject: &str, id: &str) -> Result<(), ConversationError> {
+        let mut tx = self.db.begin().await?;
+        // SQLite enforces the cascade only with `foreign_keys` on, which the pool
+        // sets; deleting explicitly keeps this correct without relying on it.
+        let owned = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND subject = $2")
+            .bind(id)
+            .bind(subject)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if owned.is_none() {
+            return Err(ConversationError::NotFound);
+        }
+        sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM conversations WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The conversation's messages, oldest first; cursors are sequence numbers.
+    pub async fn messages(
+        &self,
+        subject: &str,
+        id: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<Message>, ConversationError> {
+        self.get(subject, id).await?;
+        let after: i64 = match after {
+            None => 0,
+            Some(cursor) => cursor.parse().map_err(|_| ConversationError::BadCursor)?,
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        ))
+        .bind(id)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.db)
+        .await?;
+        let data = rows.iter().map(message).collect::<Result<_, _>>()?;
+        Ok(Page::from_rows(data, limit, |m: &Message| {
+            m.seq.to_string()
+        }))
+    }
+
+    /// The last `limit` messages, oldest first: the context for a reply.
+    pub async fn history(
+        &self,
+        conversation_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Message>, ConversationError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+             ORDER BY seq DESC LIMIT $2"
+        ))
+        .bind(conversation_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        let mut messages: Vec<Message> = rows.iter().map(message).collect::<Result<_, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Appends a message at the next sequence number. Two writers racing for
+    /// one number: the loser's insert breaks the unique index and it tries again.
+    pub async fn append(
+        &self,
+        conversation_id: &str,
+        role: &str,
+        content: &str,
+    ) -> Result<Message, ConversationError> {
+        let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+        let mut last_error = None;
+        for _ in 0..5 {
+            let now = now_ms();
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO messages (id, conversation_id, seq, role, content, created_at_ms) \
+                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5 FROM messages \
+                 WHERE conversation_id = $2 RETURNING {MESSAGE_COLUMNS}"
+            ))
+            .bind(&id)
+            .bind(conversation_id)
+            .bind(role)
+            .bind(content)
+            .bind(now)
+            .fetch_one(&self.db)
+            .await;
+            match inserted {
+                Ok(row) => {
+                    sqlx::query("UPDATE conversations SET updated_at_ms = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(conversation_id)
+                        .execute(&self.db)
+                        .await?;
+                    return Ok(message(&row)?);
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    last_error = Some(sqlx::Error::Database(e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_error.map_or(ConversationError::NotFound, ConversationError::Sql))
+    }
+}

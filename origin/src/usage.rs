@@ -1,0 +1,91 @@
+//! Usage records (tokens and cost per call) written to the database off the
+//! request path: handlers hand records to a bounded channel, one task writes
+//! them in batches. A full channel drops the record and counts it rather than
+//! slowing generation down.
+
+use crate::db::{Db, now_ms};
+use tokio::sync::mpsc;
+
+/// Records waiting to be written before new ones are dropped.
+const BACKLOG: usize = 10_000;
+/// Records written per transaction at most.
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub subject: String,
+    pub model: String,
+    pub deployment: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub estimated: bool,
+    pub cost_usd: f64,
+}
+
+#[derive(Clone)]
+pub struct UsageLog {
+    /// `None` for a log that keeps nothing (the stand-alone simulator).
+    records: Option<mpsc::Sender<UsageRecord>>,
+}
+
+impl UsageLog {
+    /// Starts the writer task; needs a Tokio runtime.
+    pub fn start(db: Db) -> UsageLog {
+        let (records, receiver) = mpsc::channel(BACKLOG);
+        tokio::spawn(write_batches(db, receiver));
+        UsageLog {
+            records: Some(records),
+        }
+    }
+
+    pub fn discard() -> UsageLog {
+        UsageLog { records: None }
+    }
+
+    pub fn record(&self, record: UsageRecord) {
+        let Some(records) = &self.records else { return };
+        if records.try_send(record).is_err() {
+            metrics::counter!("sluice_usage_records_dropped_total").increment(1);
+            tracing::warn!(
+                event = "usage_record_dropped",
+                "usage writer is behind; record dropped"
+            );
+        }
+    }
+}
+
+async fn write_batches(db: Db, mut receiver: mpsc::Receiver<UsageRecord>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if let Err(e) = write(&db, &batch).await {
+            metrics::counter!("sluice_usage_records_dropped_total").increment(batch.len() as u64);
+            tracing::error!(event = "usage_write_failed", error = %e, records = batch.len(),
+                "usage records not written");
+        }
+        batch.clear();
+    }
+}
+
+async fn write(db: &Db, batch: &[UsageRecord]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    for record in batch {
+        sqlx::query(
+            "INSERT INTO usage_records (id, subject, model, deployment, prompt_tokens, \
+             completion_tokens, estimated, cost_microdollars, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(&record.subject)
+        .bind(&record.model)
+        .bind(&record.deployment)
+        .bind(i64::from(record.prompt_tokens))
+        .bind(i64::from(record.completion_tokens))
+        .bind(record.estimated)
+        .bind((record.cost_usd * 1e6).round() as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}

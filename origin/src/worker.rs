@@ -1,0 +1,176 @@
+//! Workers: claim jobs, generate, store the result. On shutdown they stop
+//! claiming, give running jobs the drain time to finish, and release the rest
+//! so another worker picks them up at once instead of after the visibility
+//! timeout.
+
+use crate::chat::{completion_body, record_usage};
+use crate::jobs::{Claimed, FailOutcome, JobQueue};
+use crate::openai::ChatRequest;
+use crate::routing::{Engine, RouteError};
+use crate::usage::UsageLog;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What workers need besides the queue.
+#[derive(Clone)]
+pub struct Runner {
+    pub queue: JobQueue,
+    pub engine: Arc<Engine>,
+    pub usage: UsageLog,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub drain_timeout: Duration,
+    pub cleanup_interval: Duration,
+}
+
+/// A failed run: the message kept on the job, and whether trying again may help.
+struct RunError {
+    message: String,
+    retryable: bool,
+}
+
+impl Runner {
+    async fn run_job(&self, job: &Claimed) -> Result<Value, RunError> {
+        let request: ChatRequest = serde_json::from_str(&job.request).map_err(|e| RunError {
+            message: format!("the stored request is unreadable: {e}"),
+            retryable: false,
+        })?;
+        let request = Arc::new(request);
+        let (served, _) = self
+            .engine
+            .complete(Arc::clone(&request), job.priority, None)
+            .await
+            .map_err(|e| RunError {
+                retryable: !matches!(e, RouteError::UnknownModel(_) | RouteError::Rejected(_)),
+                message: e.to_string(),
+            })?;
+        record_usage(
+            &self.usage,
+            &job.subject,
+            &request.model,
+            &served.deployment,
+            served.value.usage,
+            served.value.usage_estimated,
+        );
+        serde_json::to_value(completion_body(
+            &served.value,
+            &request.model,
+            crate::app::unix_now(),
+        ))
+        .map_err(|e| RunError {
+            message: e.to_string(),
+            retryable: false,
+        })
+    }
+
+    /// Runs one claimed job to its end, or releases it when shutdown's drain
+    /// time runs out first.
+    async fn process(&self, job: Claimed, shutdown: &mut watch::Receiver<bool>, drain: Duration) {
+        let started = std::time::Instant::now();
+        let run = self.run_job(&job);
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => Some(outcome),
+            _ = stopping(shutdown) => tokio::time::timeout(drain, &mut run).await.ok(),
+        };
+        let label = match outcome {
+            None => match self.queue.release(&job).await {
+                Ok(_) => "released",
+                Err(e) => {
+                    tracing::error!(event = "job_release_failed", job = %job.id, error = %e,
+                        "the job comes back after its visibility timeout");
+                    "release_failed"
+                }
+            },
+            Some(Ok(result)) => match self.queue.complete(&job, &result).await {
+                Ok(true) => "completed",
+                Ok(false) => "lease_lost",
+                Err(e) => {
+                    tracing::error!(event = "job_store_failed", job = %job.id, error = %e,
+                        "result not stored; the job runs again after its visibility timeout");
+                    "store_failed"
+                }
+            },
+            Some(Err(error)) => {
+                match self.queue.fail(&job, &error.message, error.retryable).await {
+                    Ok(FailOutcome::Retrying) => "retrying",
+                    Ok(FailOutcome::DeadLettered) => "dead_lettered",
+                    Ok(FailOutcome::LeaseLost) => "lease_lost",
+                    Err(e) => {
+                        tracing::error!(event = "job_store_failed", job = %job.id, error = %e,
+                            "failure not stored; the job runs again after its visibility timeout");
+                        "store_failed"
+                    }
+                }
+            }
+        };
+        tracing::info!(event = "job_finished", job = %job.id, outcome = label,
+            attempt = job.attempts, elapsed_ms = started.elapsed().as_millis() as u64, "job");
+        metrics::counter!("sluice_jobs_processed_total", "outcome" => label).increment(1);
+    }
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Runs `settings.concurrency` workers and the retention cleanup until
+/// `shutdown` turns true; returns when every running job has been finished
+/// or released.
+pub async fn run(runner: Runner, settings: WorkerSettings, shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..settings.concurrency {
+        let runner = runner.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            while !*shutdown.borrow() {
+                match runner.queue.claim().await {
+                    Ok(Some(job)) => {
+                        metrics::gauge!("sluice_queue_workers_busy").increment(1.0);
+                        runner
+                            .process(job, &mut shutdown, settings.drain_timeout)
+                            .await;
+                        metrics::gauge!("sluice_queue_workers_busy").decrement(1.0);
+                    }
+                    Ok(None) => {
+                        tokio::select! {
+                            _ = runner.queue.submitted() => {}
+                            _ = tokio::time::sleep(settings.poll_interval) => {}
+                            _ = stopping(&mut shutdown) => {}
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "job_claim_failed", error = %e, "queue unavailable");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stopping(&mut shutdown) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let queue = runner.queue.clone();
+    let mut cleanup_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            match queue.clean_up().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(event = "jobs_cleaned_up", removed, "retention"),
+                Err(e) => tracing::warn!(event = "job_cleanup_failed", error = %e, "retention"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(settings.cleanup_interval) => {}
+                _ = stopping(&mut cleanup_shutdown) => return,
+            }
+        }
+    });
+    while tasks.join_next().await.is_some() {}
+}
