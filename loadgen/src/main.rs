@@ -8,7 +8,10 @@
 //! each (a plain GET, or a streamed completion) and keeps them open, for
 //! memory measurements under connection load. Both print one JSON object.
 //! `trivial` serves a do-nothing axum handler: the throughput ceiling any
-//! axum service on this machine is measured against.
+//! axum service on this machine is measured against. `jobs` submits async
+//! jobs to the origin and waits for the queue to drain (enqueue rate,
+//! end-to-end throughput, per-job latency), or with `--sync` makes the same
+//! calls as plain completions: the baseline.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -42,7 +45,15 @@ enum Command {
         method: String,
         #[arg(long)]
         path: String,
+        #[arg(long, default_value = "bench")]
+        subject: String,
+        /// free, premium or admin.
+        #[arg(long, default_value = "premium")]
+        tier: String,
     },
+    /// Submit jobs (closed loop, `--concurrency` at a time) and wait until the
+    /// queue has run them all; prints rates and latencies.
+    Jobs(JobsArgs),
     /// Serve `{"ok":true}` on every path: a trivial axum baseline.
     Trivial {
         #[arg(long, default_value = "127.0.0.1:3199")]
@@ -81,6 +92,25 @@ struct RateArgs {
 }
 
 #[derive(clap::Args)]
+struct JobsArgs {
+    /// The origin, e.g. `http://127.0.0.1:3131` (called directly, signed).
+    #[arg(long)]
+    origin: String,
+    #[arg(long)]
+    secret: String,
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// The chat completion request; `{n}` becomes the job's number.
+    #[arg(long)]
+    body: String,
+    /// Make the calls as synchronous chat completions instead (the baseline).
+    #[arg(long)]
+    sync: bool,
+}
+
+#[derive(clap::Args)]
 struct HoldArgs {
     /// `host:port`
     #[arg(long)]
@@ -115,12 +145,16 @@ fn main() -> Result<()> {
             Command::Rate(args) => rate(args).await,
             Command::Hold(args) => hold(args).await,
             Command::Trivial { listen } => trivial(listen).await,
+            Command::Jobs(args) => jobs(args).await,
             Command::Sign {
                 secret,
                 method,
                 path,
+                subject,
+                tier,
             } => {
-                let identity = bench_identity("bench");
+                let tier = Tier::parse(&tier).context("--tier: free, premium or admin")?;
+                let identity = identity_of(&subject, tier);
                 let headers = edge_headers(&secret, &method.parse()?, &path, &identity);
                 let lines: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
                 Ok(serde_json::Value::String(lines.join("\n")))
@@ -266,13 +300,157 @@ async fn trivial(listen: std::net::SocketAddr) -> Result<serde_json::Value> {
 
 /// The encoded identity signed requests carry: a premium principal.
 fn bench_identity(subject: &str) -> String {
+    identity_of(subject, Tier::Premium)
+}
+
+fn identity_of(subject: &str, tier: Tier) -> String {
     Identity {
         sub: subject.into(),
-        tier: Tier::Premium,
+        tier,
         kid: None,
         scopes: Vec::new(),
     }
     .encode()
+}
+
+/// A signed call to the origin; the JSON body of its answer.
+async fn origin_call(
+    client: &reqwest::Client,
+    args: &JobsArgs,
+    method: reqwest::Method,
+    path: &str,
+    identity: &str,
+    body: Option<String>,
+) -> Result<(reqwest::StatusCode, serde_json::Value)> {
+    let mut request = client.request(method.clone(), format!("{}{path}", args.origin));
+    for (name, value) in edge_headers(&args.secret, &method, path, identity) {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+fn percentile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn jobs(args: JobsArgs) -> Result<serde_json::Value> {
+    let args = std::sync::Arc::new(args);
+    let client = reqwest::Client::new();
+    let identity = std::sync::Arc::new(bench_identity("bench-jobs"));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let path = if args.sync {
+        "/v1/chat/completions"
+    } else {
+        "/v1/jobs"
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (args, client, identity, next) =
+            (args.clone(), client.clone(), identity.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Histogram::<u64>::new(3)?;
+            let mut ids = Vec::new();
+            let mut failed = 0_usize;
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= args.jobs {
+                    break;
+                }
+                let body = args.body.replace("{n}", &n.to_string());
+                let sent = Instant::now();
+                let (status, answer) = origin_call(
+                    &client,
+                    &args,
+                    reqwest::Method::POST,
+                    path,
+                    &identity,
+                    Some(body),
+                )
+                .await?;
+                latencies.record(sent.elapsed().as_micros() as u64)?;
+                match answer["job_id"].as_str() {
+                    Some(id) if status.is_success() => ids.push(id.to_string()),
+                    _ if status.is_success() && args.sync => {}
+                    _ => failed += 1,
+                }
+            }
+            anyhow::Ok((latencies, ids, failed))
+        });
+    }
+    let mut latencies = Histogram::<u64>::new(3)?;
+    let mut ids = Vec::new();
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (histogram, more, more_failed) = done??;
+        latencies.add(&histogram)?;
+        ids.extend(more);
+        failed += more_failed;
+    }
+    let submitted_in = started.elapsed();
+    let mut report = json!({
+        "mode": if args.sync { "sync" } else { "jobs" },
+        "calls": args.jobs, "failed": failed, "concurrency": args.concurrency,
+        "calls_per_s": args.jobs as f64 / submitted_in.as_secs_f64(),
+        "call_p50_ms": percentile_ms(&latencies, 0.5),
+        "call_p99_ms": percentile_ms(&latencies, 0.99),
+    });
+    if args.sync {
+        return Ok(report);
+    }
+    // Wait for the queue to drain, then read each job's own timing.
+    let admin = identity_of("bench-admin", Tier::Admin);
+    loop {
+        let (_, stats) = origin_call(
+            &client,
+            &args,
+            reqwest::Method::GET,
+            "/v1/admin/queue",
+            &admin,
+            None,
+        )
+        .await?;
+        let stats = &stats["stats"];
+        if stats["queued"] == 0 && stats["processing"] == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the queue did not drain in 10 minutes: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained_in = started.elapsed();
+    let mut waits = Histogram::<u64>::new(3)?;
+    let mut completed = 0;
+    for id in &ids {
+        let (_, job) = origin_call(
+            &client,
+            &args,
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{id}"),
+            &identity,
+            None,
+        )
+        .await?;
+        if job["status"] == "completed" {
+            completed += 1;
+            let created = job["created_at_ms"].as_u64().unwrap_or(0);
+            let finished = job["finished_at_ms"].as_u64().unwrap_or(created);
+            waits.record(finished.saturating_sub(created).max(1) * 1000)?;
+        }
+    }
+    report["completed"] = json!(completed);
+    report["end_to_end_jobs_per_s"] = json!(completed as f64 / drained_in.as_secs_f64());
+    report["job_p50_ms"] = json!(percentile_ms(&waits, 0.5));
+    report["job_p99_ms"] = json!(percentile_ms(&waits, 0.99));
+    Ok(report)
 }
 
 /// The headers the edge adds: identity, time and their HMAC.

@@ -135,3 +135,54 @@ pub async fn lookup_key(
         "scopes": key.scopes,
     })))
 }
+
+/// `GET /v1/admin/cache`: hit and miss counts of the origin's caches.
+pub async fn cache_stats(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+) -> Result<Response, ApiError> {
+    require_admin(&who)?;
+    Ok(Json(json!({
+        "object": "cache.stats",
+        "origin": state.cache.stats(),
+        "semantic": state.semantic.as_ref().map(|s| s.stats()),
+        "conversation_database_reads": state.conversations.database_reads(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmCache {
+    /// These subjects; or, when absent, the `top` most recently active.
+    subjects: Option<Vec<String>>,
+    top: Option<u32>,
+}
+
+/// `POST /v1/admin/cache/warm`: preloads popular conversations (the seed's
+/// cache warming) so the first reads after a deploy do not all hit the database.
+pub async fn warm_cache(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    body: Result<Json<WarmCache>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&who)?;
+    let Json(body) = body.map_err(|e| ApiError::InvalidRequest {
+        message: e.body_text(),
+        param: None,
+    })?;
+    let subjects = match body.subjects {
+        Some(subjects) => subjects,
+        None => {
+            state
+                .conversations
+                .active_subjects(body.top.unwrap_or(100).clamp(1, 10_000))
+                .await?
+        }
+    };
+    let pages = state.conversations.warm(&subjects).await?;
+    Ok(
+        Json(json!({ "object": "cache.warm", "subjects": subjects.len(), "pages": pages }))
+            .into_response(),
+    )
+}

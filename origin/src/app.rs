@@ -1,18 +1,21 @@
 //! The HTTP application: state, routes and middleware, assembled in one place.
 
 use crate::admin;
+use crate::cache::OriginCache;
 use crate::chat;
-use crate::config::Config;
+use crate::config::{Config, QueueBackend};
 use crate::conversations::ConversationStore;
 use crate::conversations_api;
 use crate::db::Db;
 use crate::edge_auth::require_edge_signature;
 use crate::error::ApiError;
+use crate::job_streams::JobStreams;
 use crate::jobs::JobQueue;
 use crate::jobs_api;
 use crate::keys::KeyStore;
 use crate::priority::Priority;
 use crate::routing::Engine;
+use crate::semantic::{Lookup, SemanticCache};
 use crate::usage::UsageLog;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -35,6 +38,9 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub keys: KeyStore,
+    pub cache: OriginCache,
+    /// `None` unless `[cache.semantic] embeddings_model` is set.
+    pub semantic: Option<Arc<SemanticCache>>,
     pub conversations: ConversationStore,
     pub jobs: JobQueue,
     pub usage: UsageLog,
@@ -52,16 +58,32 @@ pub struct AppState {
 impl AppState {
     /// The state for `config`, on a database already connected and migrated
     /// (`crate::db::connect`). Starts the usage writer, so it needs a Tokio runtime.
-    pub fn new(config: &Config, db: Db) -> Result<AppState, reqwest::Error> {
+    pub async fn new(config: &Config, db: Db) -> Result<AppState, StartError> {
+        let engine = Arc::new(Engine::from_config(config)?);
+        let cache = OriginCache::new(&config.cache)?;
+        let mut jobs = JobQueue::new(
+            db.clone(),
+            config.queue.settings(),
+            crate::db::is_postgres(&config.database.url),
+        );
+        if config.queue.backend == QueueBackend::RedisStreams {
+            jobs = jobs.with_streams(
+                JobStreams::connect(
+                    &config.queue.redis_url,
+                    &config.queue.stream_prefix,
+                    config.queue.settings().visibility_timeout,
+                )
+                .await
+                .map_err(StartError::Queue)?,
+            );
+        }
         Ok(AppState {
-            engine: Arc::new(Engine::from_config(config)?),
+            semantic: SemanticCache::new(Arc::clone(&engine), &config.cache.semantic).map(Arc::new),
+            engine,
             keys: KeyStore::new(db.clone()),
-            conversations: ConversationStore::new(db.clone()),
-            jobs: JobQueue::new(
-                db.clone(),
-                config.queue.settings(),
-                crate::db::is_postgres(&config.database.url),
-            ),
+            conversations: ConversationStore::new(db.clone(), cache.clone()),
+            cache,
+            jobs,
             usage: UsageLog::start(db.clone()),
             default_model: config
                 .conversations
@@ -79,6 +101,16 @@ impl AppState {
             started: Instant::now(),
         })
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("building the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the origin cache's Redis URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("the queue's Redis Streams: {0}")]
+    Queue(redis::RedisError),
 }
 
 pub fn unix_now() -> u64 {
@@ -119,6 +151,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/generate", post(generate))
         .route("/jobs/{id}", get(jobs_api::get))
         .route("/v1/admin/queue", get(jobs_api::stats))
+        .route("/v1/admin/cache", get(admin::cache_stats))
+        .route("/v1/admin/cache/warm", post(admin::warm_cache))
         .route("/v1/admin/jobs/dead", get(jobs_api::dead))
         .route("/v1/admin/jobs/{id}", get(jobs_api::inspect))
         .route("/v1/admin/jobs/{id}/redrive", post(jobs_api::redrive))
@@ -267,6 +301,19 @@ async fn complete_chat(
             None,
         ));
     }
+    let semantic = match &state.semantic {
+        Some(cache) if SemanticCache::eligible(&request) && !client_refuses_cache(headers) => {
+            cache.lookup(&who.sub, &request, priority).await
+        }
+        _ => None,
+    };
+    let pending = match semantic {
+        Some(Lookup::Hit { body, similarity }) => {
+            return Ok(chat::semantic_hit_response(&body, similarity, unix_now()));
+        }
+        Some(Lookup::Miss(pending)) => Some(pending),
+        None => None,
+    };
     // Same caller, same bytes: one upstream call for all of them.
     let coalesce_key = state.coalesce.then(|| {
         let mut hash = Sha256::new();
@@ -279,14 +326,35 @@ async fn complete_chat(
         .engine
         .complete(Arc::clone(&request), priority, coalesce_key)
         .await?;
-    Ok(chat::completion_response(
-        &served,
-        &request,
-        &who.sub,
-        coalesced,
-        unix_now(),
-        &state.usage,
-    ))
+    let body = chat::completion_body(&served.value, &request.model, unix_now());
+    let semantic_state = match (&state.semantic, pending) {
+        (Some(cache), Some(pending)) => {
+            // A coalesced follower's answer is the leader's, stored already.
+            if !coalesced {
+                cache.store(pending, &body);
+            }
+            Some("miss")
+        }
+        (Some(_), None) => Some("bypass"),
+        (None, _) => None,
+    };
+    let mut response = chat::completion_response(&served, body, &who.sub, coalesced, &state.usage);
+    if let Some(label) = semantic_state {
+        response
+            .headers_mut()
+            .insert("x-sluice-semantic-cache", HeaderValue::from_static(label));
+    }
+    Ok(response)
+}
+
+/// A client's `Cache-Control: no-cache` or `no-store` (the edge forwards it).
+fn client_refuses_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| matches!(d.trim(), "no-cache" | "no-store"))
 }
 
 async fn embeddings(

@@ -164,17 +164,16 @@ pub fn completion_body(answer: &Answer, model: &str, created: u64) -> ChatRespon
     }
 }
 
-/// The JSON response for a non-streamed completion.
+/// The JSON response for a non-streamed completion (`body` from
+/// `completion_body`).
 pub fn completion_response(
     served: &Served<Answer>,
-    request: &ChatRequest,
+    body: ChatResponse,
     subject: &str,
     coalesced: bool,
-    created: u64,
     log: &UsageLog,
 ) -> Response {
     let answer = &served.value;
-    let body = completion_body(answer, &request.model, created);
     // A coalesced follower did not cause a call: only the leader records it.
     let cost = if coalesced {
         served.deployment.pricing.cost_usd(answer.usage)
@@ -182,7 +181,7 @@ pub fn completion_response(
         record_usage(
             log,
             subject,
-            &request.model,
+            &body.model,
             &served.deployment,
             answer.usage,
             answer.usage_estimated,
@@ -194,6 +193,22 @@ pub fn completion_response(
     if coalesced {
         headers.insert("x-sluice-coalesced", HeaderValue::from_static("true"));
     }
+    response
+}
+
+/// An answer from the semantic cache: a new id and time, no upstream call,
+/// no cost; the usage is the original answer's.
+pub fn semantic_hit_response(cached: &ChatResponse, similarity: f32, created: u64) -> Response {
+    let mut body = cached.clone();
+    body.id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    body.created = created;
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-sluice-semantic-cache", HeaderValue::from_static("hit"));
+    if let Ok(value) = HeaderValue::from_str(&format!("{similarity:.4}")) {
+        headers.insert("x-sluice-semantic-similarity", value);
+    }
+    headers.insert("x-sluice-cost-usd", HeaderValue::from_static("0.000000"));
     response
 }
 

@@ -17,6 +17,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub queue: QueueConfig,
     pub conversations: ConversationsConfig,
+    pub cache: CacheConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -127,6 +128,12 @@ impl Default for RoutingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
+    /// How workers find jobs: polling the database, or Redis Streams.
+    pub backend: QueueBackend,
+    /// For `redis_streams`.
+    pub redis_url: String,
+    /// Prefix of the streams' keys, so several deployments can share one Redis.
+    pub stream_prefix: String,
     /// Jobs run at once by this process (`serve` and `worker`); 0 in `serve`
     /// leaves running them to separate `worker` processes.
     pub workers: usize,
@@ -150,6 +157,9 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> QueueConfig {
         QueueConfig {
+            backend: QueueBackend::Database,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            stream_prefix: "sluice:jobs:".into(),
             workers: 4,
             visibility_timeout_secs: 300,
             max_attempts: 3,
@@ -164,6 +174,15 @@ impl Default for QueueConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueBackend {
+    /// The jobs table, polled (durable with SQLite; shared with Postgres).
+    Database,
+    /// Redis Streams with a consumer group; the table stays the record.
+    RedisStreams,
+}
+
 impl QueueConfig {
     pub fn settings(&self) -> crate::jobs::QueueSettings {
         use std::time::Duration;
@@ -174,6 +193,62 @@ impl QueueConfig {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             retention: Duration::from_secs(self.retention_secs),
             dead_retention: Duration::from_secs(self.dead_retention_secs),
+        }
+    }
+}
+
+/// The origin's read cache (conversations) and the semantic completion cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// L2 shared by origin instances; L1 only when absent.
+    pub redis_url: Option<String>,
+    pub l1_max_entries: u64,
+    pub ttl_secs: u64,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    pub semantic: SemanticCacheConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            enabled: true,
+            redis_url: None,
+            l1_max_entries: 10_000,
+            ttl_secs: 300,
+            key_prefix: "sluice:origin:".into(),
+            semantic: SemanticCacheConfig::default(),
+        }
+    }
+}
+
+/// Answers a completion from an earlier one whose prompt means nearly the
+/// same (cosine similarity of embeddings). Off unless an embeddings model is
+/// named: reusing answers is a product decision, not a default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SemanticCacheConfig {
+    /// A configured model that serves embeddings.
+    pub embeddings_model: Option<String>,
+    /// Least cosine similarity that counts as the same prompt.
+    pub threshold: f32,
+    /// Entries kept per principal and request shape (oldest go first).
+    pub max_entries_per_scope: usize,
+    /// Scopes (principal and request shape) kept at most.
+    pub max_scopes: u64,
+    pub ttl_secs: u64,
+}
+
+impl Default for SemanticCacheConfig {
+    fn default() -> SemanticCacheConfig {
+        SemanticCacheConfig {
+            embeddings_model: None,
+            threshold: 0.92,
+            max_entries_per_scope: 256,
+            max_scopes: 10_000,
+            ttl_secs: 3600,
         }
     }
 }
@@ -293,6 +368,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             queue: QueueConfig::default(),
             conversations: ConversationsConfig::default(),
+            cache: CacheConfig::default(),
             models: vec![ModelConfig {
                 name: "sluice-sim-1".into(),
                 deployments: vec![DeploymentConfig {
@@ -414,6 +490,20 @@ impl Config {
                     message: "must be between 0 and 1".into(),
                 });
             }
+        }
+        if let Some(model) = &self.cache.semantic.embeddings_model
+            && !self.models.iter().any(|m| &m.name == model)
+        {
+            return Err(ConfigError::Invalid {
+                field: "cache.semantic.embeddings_model",
+                message: format!("`{model}` is not a configured model"),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.cache.semantic.threshold) {
+            return Err(ConfigError::Invalid {
+                field: "cache.semantic.threshold",
+                message: "must be between 0 and 1".into(),
+            });
         }
         if self.queue.max_attempts == 0 {
             return Err(ConfigError::Invalid {

@@ -1,25 +1,37 @@
 //! Conversations and their messages, owned by one subject each. Every query
 //! names the owner, so another subject's conversation is simply not found.
+//! Reads go through the origin cache in the owner's scope; every write
+//! invalidates that scope.
 
+use crate::cache::OriginCache;
 use crate::db::{Db, now_ms};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, so callers sharing one cached load can each get the error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConversationError {
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(Arc<sqlx::Error>),
     #[error("no such conversation")]
     NotFound,
     #[error("malformed cursor")]
     BadCursor,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+impl From<sqlx::Error> for ConversationError {
+    fn from(e: sqlx::Error) -> ConversationError {
+        ConversationError::Sql(Arc::new(e))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Conversation {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub title: String,
     pub model: Option<String>,
     pub system_prompt: Option<String>,
@@ -27,10 +39,10 @@ pub struct Conversation {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub conversation_id: String,
     pub seq: i64,
     pub role: String,
@@ -39,9 +51,9 @@ pub struct Message {
 }
 
 /// One page of a listing; `next_cursor` is `None` on the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Page<T> {
-    pub object: &'static str,
+    pub object: String,
     pub data: Vec<T>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
@@ -57,13 +69,16 @@ impl<T> Page<T> {
             None
         };
         Page {
-            object: "list",
+            object: "list".into(),
             data,
             has_more,
             next_cursor,
         }
     }
 }
+
+/// Page size when the client names none (and the one cache warm-up loads).
+pub const DEFAULT_PAGE_LIMIT: u32 = 20;
 
 pub struct NewConversation<'a> {
     pub title: &'a str,
@@ -74,6 +89,9 @@ pub struct NewConversation<'a> {
 #[derive(Clone)]
 pub struct ConversationStore {
     db: Db,
+    cache: OriginCache,
+    /// Read queries sent to the database (cache misses), for benchmarks.
+    reads: Arc<AtomicU64>,
 }
 
 const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at_ms, updated_at_ms";
@@ -82,7 +100,7 @@ const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, created_
 fn conversation(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
     Ok(Conversation {
         id: row.try_get("id")?,
-        object: "conversation",
+        object: "conversation".into(),
         title: row.try_get("title")?,
         model: row.try_get("model")?,
         system_prompt: row.try_get("system_prompt")?,
@@ -94,7 +112,7 @@ fn conversation(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
 fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
         id: row.try_get("id")?,
-        object: "conversation.message",
+        object: "conversation.message".into(),
         conversation_id: row.try_get("conversation_id")?,
         seq: row.try_get("seq")?,
         role: row.try_get("role")?,
@@ -118,8 +136,22 @@ fn parse_conversation_cursor(cursor: &str) -> Result<(i64, &str), ConversationEr
 }
 
 impl ConversationStore {
-    pub fn new(db: Db) -> ConversationStore {
-        ConversationStore { db }
+    pub fn new(db: Db, cache: OriginCache) -> ConversationStore {
+        ConversationStore {
+            db,
+            cache,
+            reads: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Read queries sent to the database so far.
+    pub fn database_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sluice_db_queries_total", "query" => "conversation_read").increment(1);
     }
 
     pub async fn create(
@@ -141,9 +173,10 @@ impl ConversationStore {
         .bind(now)
         .execute(&self.db)
         .await?;
+        self.cache.invalidate(subject).await;
         Ok(Conversation {
             id,
-            object: "conversation",
+            object: "conversation".into(),
             title: new.title.to_string(),
             model: new.model.map(str::to_string),
             system_prompt: new.system_prompt.map(str::to_string),
@@ -159,6 +192,20 @@ impl ConversationStore {
         limit: u32,
         after: Option<&str>,
     ) -> Result<Page<Conversation>, ConversationError> {
+        let key = format!("list:{limit}:{}", after.unwrap_or(""));
+        self.cache
+            .get_or_load(subject, &key, || self.list_uncached(subject, limit, after))
+            .await
+            .map_err(Arc::unwrap_or_clone)
+    }
+
+    async fn list_uncached(
+        &self,
+        subject: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<Conversation>, ConversationError> {
+        self.count_read();
         let fetch = i64::from(limit) + 1;
         let rows = match after {
             None => {
@@ -191,6 +238,20 @@ impl ConversationStore {
     }
 
     pub async fn get(&self, subject: &str, id: &str) -> Result<Conversation, ConversationError> {
+        self.cache
+            .get_or_load(subject, &format!("get:{id}"), || {
+                self.get_uncached(subject, id)
+            })
+            .await
+            .map_err(Arc::unwrap_or_clone)
+    }
+
+    async fn get_uncached(
+        &self,
+        subject: &str,
+        id: &str,
+    ) -> Result<Conversation, ConversationError> {
+        self.count_read();
         let row = sqlx::query(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND subject = $2"
         ))
@@ -224,6 +285,7 @@ impl ConversationStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cache.invalidate(subject).await;
         Ok(())
     }
 
@@ -235,11 +297,28 @@ impl ConversationStore {
         limit: u32,
         after: Option<&str>,
     ) -> Result<Page<Message>, ConversationError> {
+        let key = format!("messages:{id}:{limit}:{}", after.unwrap_or(""));
+        self.cache
+            .get_or_load(subject, &key, || {
+                self.messages_uncached(subject, id, limit, after)
+            })
+            .await
+            .map_err(Arc::unwrap_or_clone)
+    }
+
+    async fn messages_uncached(
+        &self,
+        subject: &str,
+        id: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<Message>, ConversationError> {
         self.get(subject, id).await?;
         let after: i64 = match after {
             None => 0,
             Some(cursor) => cursor.parse().map_err(|_| ConversationError::BadCursor)?,
         };
+        self.count_read();
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 \
              ORDER BY seq LIMIT $3"
@@ -253,6 +332,38 @@ impl ConversationStore {
         Ok(Page::from_rows(data, limit, |m: &Message| {
             m.seq.to_string()
         }))
+    }
+
+    /// Subjects with the most recently active conversations, busiest first.
+    pub async fn active_subjects(&self, limit: u32) -> Result<Vec<String>, ConversationError> {
+        let rows = sqlx::query(
+            "SELECT subject, MAX(updated_at_ms) AS last FROM conversations \
+             GROUP BY subject ORDER BY last DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("subject"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Loads what a client opening the app reads first into the cache: the
+    /// first page of each subject's conversations and of their messages.
+    /// Returns how many pages were loaded.
+    pub async fn warm(&self, subjects: &[String]) -> Result<usize, ConversationError> {
+        let mut pages = 0;
+        for subject in subjects {
+            let list = self.list(subject, DEFAULT_PAGE_LIMIT, None).await?;
+            pages += 1;
+            for conversation in &list.data {
+                self.messages(subject, &conversation.id, DEFAULT_PAGE_LIMIT, None)
+                    .await?;
+                pages += 1;
+            }
+        }
+        Ok(pages)
     }
 
     /// The last `limit` messages, oldest first: the context for a reply.
@@ -278,6 +389,7 @@ impl ConversationStore {
     /// one number: the loser's insert breaks the unique index and it tries again.
     pub async fn append(
         &self,
+        subject: &str,
         conversation_id: &str,
         role: &str,
         content: &str,
@@ -305,6 +417,7 @@ impl ConversationStore {
                         .bind(conversation_id)
                         .execute(&self.db)
                         .await?;
+                    self.cache.invalidate(subject).await;
                     return Ok(message(&row)?);
                 }
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -313,6 +426,6 @@ impl ConversationStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(last_error.map_or(ConversationError::NotFound, ConversationError::Sql))
+        Err(last_error.map_or(ConversationError::NotFound, ConversationError::from))
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::app::{AppState, priority, read_body, unix_now};
 use crate::chat::{self, completion_body, record_usage, served_headers};
-use crate::conversations::{ConversationError, Message, NewConversation};
+use crate::conversations::{ConversationError, DEFAULT_PAGE_LIMIT, Message, NewConversation};
 use crate::error::ApiError;
 use crate::openai::Usage;
 use axum::Json;
@@ -45,7 +45,7 @@ pub struct PageQuery {
 
 impl PageQuery {
     fn limit(&self) -> u32 {
-        self.limit.unwrap_or(20).clamp(1, 100)
+        self.limit.unwrap_or(DEFAULT_PAGE_LIMIT).clamp(1, 100)
     }
 }
 
@@ -208,7 +208,7 @@ pub async fn post_message(
         .await?;
     let user_message = state
         .conversations
-        .append(&id, "user", &post.content)
+        .append(&who.sub, &id, "user", &post.content)
         .await?;
 
     let mut messages: Vec<Value> = Vec::with_capacity(history.len() + 2);
@@ -237,11 +237,15 @@ pub async fn post_message(
         let served = state.engine.stream(Arc::clone(&request), priority).await?;
         let store = state.conversations.clone();
         let conversation_id = id.clone();
+        let subject = who.sub.clone();
         // Stored before the last chunk goes out; the edge reads write
         // responses whole and invalidates after, so no stale list outlives it.
         let on_end: chat::OnStreamEnd = Box::new(move |text| {
             Box::pin(async move {
-                if let Err(e) = store.append(&conversation_id, "assistant", &text).await {
+                if let Err(e) = store
+                    .append(&subject, &conversation_id, "assistant", &text)
+                    .await
+                {
                     tracing::error!(event = "reply_not_stored", conversation = %conversation_id,
                         error = %e, "streamed reply lost");
                 }
@@ -276,7 +280,10 @@ pub async fn post_message(
         .first()
         .map(|c| c.message.content.clone())
         .unwrap_or_default();
-    let message = state.conversations.append(&id, "assistant", &reply).await?;
+    let message = state
+        .conversations
+        .append(&who.sub, &id, "assistant", &reply)
+        .await?;
     let mut response = (
         StatusCode::CREATED,
         Json(Turn {

@@ -31,6 +31,8 @@ pub enum ApiError {
     NotFound,
     #[error("This route needs the admin tier.")]
     Forbidden,
+    #[error("The job queue is unavailable; try again shortly.")]
+    QueueUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("The database is unavailable.")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -47,7 +49,9 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) | ApiError::QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::NotFound => ("invalid_request_error", Some("not_found")),
             ApiError::Forbidden => ("permission_error", Some("forbidden")),
             ApiError::Database(_) => ("server_error", Some("database_unavailable")),
+            ApiError::QueueUnavailable(_) => ("server_error", Some("queue_unavailable")),
         }
     }
 }

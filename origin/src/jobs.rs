@@ -11,6 +11,7 @@
 //! is the dead-letter queue: admins list, inspect and redrive it.
 
 use crate::db::{Db, now_ms};
+use crate::job_streams::{Delivery, JobStreams};
 use crate::priority::Priority;
 use crate::resilience::backoff;
 use serde::Serialize;
@@ -27,6 +28,8 @@ pub enum JobError {
     Sql(#[from] sqlx::Error),
     #[error("no such job")]
     NotFound,
+    #[error("job streams: {0}")]
+    Streams(#[from] redis::RedisError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +82,8 @@ pub struct Claimed {
     pub request: String,
     pub attempts: i64,
     pub max_attempts: i64,
+    /// The stream entry it came from (Redis Streams delivery only).
+    pub delivery: Option<Delivery>,
 }
 
 pub struct NewJob<'a> {
@@ -131,6 +136,8 @@ pub struct JobQueue {
     postgres: bool,
     /// Wakes this process's idle workers on submission (others poll).
     submitted: Arc<Notify>,
+    /// Delivery through Redis Streams instead of polling the table.
+    streams: Option<JobStreams>,
 }
 
 const JOB_COLUMNS: &str = "id, subject, status, priority, attempts, max_attempts, result, error, \
@@ -165,7 +172,14 @@ impl JobQueue {
             settings: Arc::new(settings),
             postgres,
             submitted: Arc::new(Notify::new()),
+            streams: None,
         }
+    }
+
+    /// Delivers jobs through Redis Streams.
+    pub fn with_streams(mut self, streams: JobStreams) -> JobQueue {
+        self.streams = Some(streams);
+        self
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -199,6 +213,16 @@ impl JobQueue {
         .await?
         .rows_affected()
             == 1;
+        if inserted && let Some(streams) = &self.streams {
+            // Not offered, not queued: the caller hears the queue is down.
+            if let Err(e) = streams.push(&id, new.priority).await {
+                sqlx::query("DELETE FROM jobs WHERE id = $1")
+                    .bind(&id)
+                    .execute(&self.db)
+                    .await?;
+                return Err(e.into());
+            }
+        }
         let row = if inserted {
             self.submitted.notify_one();
             sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
@@ -260,6 +284,56 @@ impl JobQueue {
     /// a priority. A job whose earlier holder's lease ran out is taken again;
     /// if that was its last attempt it goes to the dead-letter queue instead.
     pub async fn claim(&self) -> Result<Option<Claimed>, JobError> {
+        loop {
+            let claimed = match &self.streams {
+                None => self.claim_next().await?,
+                Some(streams) => match streams.next(now_ms()).await? {
+                    None => return Ok(None),
+                    Some((id, delivery)) => match self.claim_by_id(&id, delivery.clone()).await? {
+                        Some(claimed) => Some(claimed),
+                        None => {
+                            self.drop_stale_delivery(streams, &id, &delivery).await?;
+                            continue;
+                        }
+                    },
+                },
+            };
+            let Some(claimed) = claimed else {
+                return Ok(None);
+            };
+            if claimed.attempts <= claimed.max_attempts {
+                return Ok(Some(claimed));
+            }
+            tracing::warn!(event = "job_dead_lettered", job = %claimed.id,
+                attempts = claimed.max_attempts, "worker lost the job on its last attempt");
+            self.fail(
+                &claimed,
+                "the worker running it stopped on the last attempt",
+                false,
+            )
+            .await?;
+        }
+    }
+
+    fn claimed(
+        row: &AnyRow,
+        lease: String,
+        delivery: Option<Delivery>,
+    ) -> Result<Claimed, sqlx::Error> {
+        Ok(Claimed {
+            id: row.try_get("id")?,
+            lease,
+            subject: row.try_get("subject")?,
+            priority: Priority::from_rank(row.try_get("priority")?),
+            request: row.try_get("request")?,
+            attempts: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            delivery,
+        })
+    }
+
+    /// Polling the table: the most urgent visible job.
+    async fn claim_next(&self) -> Result<Option<Claimed>, JobError> {
         let skip_locked = if self.postgres {
             " FOR UPDATE SKIP LOCKED"
         } else {
@@ -275,37 +349,68 @@ impl JobQueue {
              AND status IN ('queued', 'processing') AND visible_at_ms <= $3 \
              RETURNING id, subject, priority, request, attempts, max_attempts"
         );
-        loop {
-            let now = now_ms();
-            let lease = uuid::Uuid::new_v4().simple().to_string();
-            let row = sqlx::query(&claim)
-                .bind(&lease)
-                .bind(now.saturating_add(duration_ms(self.settings.visibility_timeout)))
-                .bind(now)
-                .fetch_optional(&self.db)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let claimed = Claimed {
-                id: row.try_get("id")?,
-                lease,
-                subject: row.try_get("subject")?,
-                priority: Priority::from_rank(row.try_get("priority")?),
-                request: row.try_get("request")?,
-                attempts: row.try_get("attempts")?,
-                max_attempts: row.try_get("max_attempts")?,
-            };
-            if claimed.attempts <= claimed.max_attempts {
-                return Ok(Some(claimed));
-            }
-            tracing::warn!(event = "job_dead_lettered", job = %claimed.id,
-                attempts = claimed.max_attempts, "worker lost the job on its last attempt");
-            self.fail(
-                &claimed,
-                "the worker running it stopped on the last attempt",
-                false,
-            )
+        let now = now_ms();
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let row = sqlx::query(&claim)
+            .bind(&lease)
+            .bind(now.saturating_add(duration_ms(self.settings.visibility_timeout)))
+            .bind(now)
+            .fetch_optional(&self.db)
             .await?;
+        Ok(row
+            .map(|row| Self::claimed(&row, lease, None))
+            .transpose()?)
+    }
+
+    /// A delivered job, if it is still there to run (not finished, cancelled,
+    /// or held by a worker whose lease is still good).
+    async fn claim_by_id(&self, id: &str, delivery: Delivery) -> Result<Option<Claimed>, JobError> {
+        let now = now_ms();
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease = $1, \
+             visible_at_ms = $2, updated_at_ms = $3 \
+             WHERE id = $4 AND status IN ('queued', 'processing') AND visible_at_ms <= $3 \
+             RETURNING id, subject, priority, request, attempts, max_attempts",
+        )
+        .bind(&lease)
+        .bind(now.saturating_add(duration_ms(self.settings.visibility_timeout)))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(row
+            .map(|row| Self::claimed(&row, lease, Some(delivery)))
+            .transpose()?)
+    }
+
+    /// A delivery that could not be claimed: dropped when its job is over;
+    /// left pending when the job is running or waiting (it comes back after
+    /// the visibility timeout, and the sweep re-offers such jobs anyway).
+    async fn drop_stale_delivery(
+        &self,
+        streams: &JobStreams,
+        id: &str,
+        delivery: &Delivery,
+    ) -> Result<(), JobError> {
+        let status: Option<String> = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?
+            .map(|row| row.try_get("status"))
+            .transpose()?;
+        if !matches!(status.as_deref(), Some("queued" | "processing")) {
+            streams.done(delivery).await?;
         }
+        Ok(())
+    }
+
+    /// Acknowledges the claimed job's delivery (Redis Streams only).
+    async fn acknowledge(&self, claimed: &Claimed) -> Result<(), JobError> {
+        if let (Some(streams), Some(delivery)) = (&self.streams, &claimed.delivery) {
+            streams.done(delivery).await?;
+        }
+        Ok(())
     }
 
     /// Stores the result; `false` when the lease was lost (nothing stored).
@@ -323,6 +428,9 @@ impl JobQueue {
         .execute(&self.db)
         .await?
         .rows_affected();
+        if done == 1 {
+            self.acknowledge(claimed).await?;
+        }
         Ok(done == 1)
     }
 
@@ -336,20 +444,20 @@ impl JobQueue {
     ) -> Result<FailOutcome, JobError> {
         let now = now_ms();
         let retry = retryable && claimed.attempts < claimed.max_attempts;
+        let attempt = u32::try_from(claimed.attempts).unwrap_or(u32::MAX);
+        let visible_at = now.saturating_add(duration_ms(backoff(
+            attempt.saturating_sub(1),
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+        )));
         let changed = if retry {
-            let attempt = u32::try_from(claimed.attempts).unwrap_or(u32::MAX);
-            let delay = backoff(
-                attempt.saturating_sub(1),
-                self.settings.backoff_base,
-                self.settings.backoff_max,
-            );
             sqlx::query(
                 "UPDATE jobs SET status = 'queued', error = $1, lease = NULL, \
                  visible_at_ms = $2, updated_at_ms = $3 \
                  WHERE id = $4 AND lease = $5 AND status = 'processing'",
             )
             .bind(error)
-            .bind(now.saturating_add(duration_ms(delay)))
+            .bind(visible_at)
             .bind(now)
             .bind(&claimed.id)
             .bind(&claimed.lease)
@@ -368,10 +476,19 @@ impl JobQueue {
             .execute(&self.db)
             .await?
         };
-        Ok(match (changed.rows_affected(), retry) {
-            (0, _) => FailOutcome::LeaseLost,
-            (_, true) => FailOutcome::Retrying,
-            (_, false) => FailOutcome::DeadLettered,
+        if changed.rows_affected() == 0 {
+            return Ok(FailOutcome::LeaseLost);
+        }
+        if retry && let Some(streams) = &self.streams {
+            streams
+                .push_later(&claimed.id, claimed.priority, visible_at)
+                .await?;
+        }
+        self.acknowledge(claimed).await?;
+        Ok(if retry {
+            FailOutcome::Retrying
+        } else {
+            FailOutcome::DeadLettered
         })
     }
 
@@ -390,6 +507,12 @@ impl JobQueue {
         .execute(&self.db)
         .await?
         .rows_affected();
+        if done == 1 {
+            if let Some(streams) = &self.streams {
+                streams.push(&claimed.id, claimed.priority).await?;
+            }
+            self.acknowledge(claimed).await?;
+        }
         Ok(done == 1)
     }
 
@@ -418,15 +541,41 @@ impl JobQueue {
         .execute(&self.db)
         .await?
         .rows_affected();
+        let job = self.get(None, id).await?;
         if changed == 1 {
+            if let Some(streams) = &self.streams {
+                streams.push(&job.id, job.priority).await?;
+            }
             self.submitted.notify_one();
         }
-        self.get(None, id).await
+        Ok(job)
     }
 
-    /// Deletes finished jobs past their retention; returns how many.
+    /// Deletes finished jobs past their retention; returns how many. With
+    /// Redis Streams, also offers again jobs that should have run long ago
+    /// (an entry lost with Redis, or a crash between insert and offer).
     pub async fn clean_up(&self) -> Result<u64, JobError> {
         let now = now_ms();
+        if let Some(streams) = &self.streams {
+            let overdue = now.saturating_sub(duration_ms(self.settings.visibility_timeout));
+            let rows = sqlx::query(
+                "UPDATE jobs SET updated_at_ms = $1 WHERE status IN ('queued', 'processing') \
+                 AND visible_at_ms <= $1 AND updated_at_ms < $2 RETURNING id, priority",
+            )
+            .bind(now)
+            .bind(overdue)
+            .fetch_all(&self.db)
+            .await?;
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                streams
+                    .push(&id, Priority::from_rank(row.try_get("priority")?))
+                    .await?;
+            }
+            if !rows.is_empty() {
+                tracing::info!(event = "jobs_offered_again", jobs = rows.len(), "sweep");
+            }
+        }
         let finished = sqlx::query(
             "DELETE FROM jobs WHERE status IN ('completed', 'cancelled') AND finished_at_ms < $1",
         )

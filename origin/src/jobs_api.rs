@@ -20,6 +20,7 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound => ApiError::NotFound,
             JobError::Sql(e) => ApiError::Database(Box::new(e)),
+            JobError::Streams(e) => ApiError::QueueUnavailable(Box::new(e)),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod conversations;
@@ -9,6 +10,7 @@ pub mod conversations_api;
 pub mod db;
 pub mod edge_auth;
 pub mod error;
+pub mod job_streams;
 pub mod jobs;
 pub mod jobs_api;
 pub mod keypool;
@@ -18,6 +20,7 @@ pub mod priority;
 pub mod provider;
 pub mod resilience;
 pub mod routing;
+pub mod semantic;
 pub mod simulator;
 pub mod usage;
 pub mod worker;

@@ -136,7 +136,9 @@ fn run(cli: Cli) -> Result<()> {
         let db = sluice_origin::db::connect(&config.database)
             .await
             .context("opening the database")?;
-        let state = AppState::new(&config, db).context("building the upstream HTTP client")?;
+        let state = AppState::new(&config, db)
+            .await
+            .context("starting the origin")?;
         let (stop, stopped) = watch::channel(false);
         let runner = Runner {
             queue: state.jobs.clone(),

@@ -82,12 +82,12 @@ async fn chat_completions(
         ));
     }
     let (served, _) = engine.complete(routed, Priority::Normal, None).await?;
+    let body = chat::completion_body(&served.value, &asked.model, now);
     Ok(chat::completion_response(
         &served,
-        &asked,
+        body,
         "simulator",
         false,
-        now,
         &UsageLog::discard(),
     ))
 }

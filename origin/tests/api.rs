@@ -27,7 +27,10 @@ async fn router() -> axum::Router {
     let db = sluice_origin::db::connect(&config.database).await.unwrap();
     // The file outlives the test's few requests; the OS cleans the temp dir.
     std::mem::forget(dir);
-    app(AppState::new(&config, db).unwrap(), Duration::from_secs(5))
+    app(
+        AppState::new(&config, db).await.unwrap(),
+        Duration::from_secs(5),
+    )
 }
 
 fn alice() -> Identity {

@@ -355,11 +355,19 @@ fn start_workers(state: &AppState, concurrency: usize) -> watch::Sender<bool> {
     stop
 }
 
-async fn jobs(db: TestDb) {
+/// Queue settings delivering through Redis Streams, on keys of this test's own.
+fn redis_streams_toml() -> String {
+    format!(
+        "backend = \"redis_streams\"\nredis_url = \"{REDIS_URL}\"\nstream_prefix = \"sluice:test:{}:\"",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+async fn jobs(db: TestDb, queue: &str) {
     let upstream = Upstream::start().await;
     let config = db.config(&config_toml(
         &upstream,
-        "visibility_timeout_secs = 1\nbackoff_base_ms = 10\nbackoff_max_ms = 40",
+        &format!("visibility_timeout_secs = 1\nbackoff_base_ms = 10\nbackoff_max_ms = 40\n{queue}"),
     ));
     let (state, router) = state_and_router(&config).await;
     let alice = identity("alice", Tier::Free, &[]);
@@ -448,7 +456,7 @@ async fn jobs(db: TestDb) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Priorities: critical before normal before low, whatever the order queued.
-    let probe = JobQueue::new(state.db.clone(), config.queue.settings(), false);
+    let probe = state.jobs.clone();
     for priority in [Priority::Low, Priority::Critical, Priority::Normal] {
         probe
             .submit(NewJob {
@@ -644,10 +652,293 @@ async fn jobs(db: TestDb) {
 
 #[tokio::test]
 async fn jobs_on_sqlite() {
-    jobs(TestDb::sqlite()).await;
+    jobs(TestDb::sqlite(), "").await;
 }
 
 #[tokio::test]
 async fn jobs_on_postgres() {
-    jobs(TestDb::postgres().await).await;
+    jobs(TestDb::postgres().await, "").await;
+}
+
+#[tokio::test]
+async fn jobs_through_redis_streams_on_sqlite() {
+    jobs(TestDb::sqlite(), &redis_streams_toml()).await;
+}
+
+#[tokio::test]
+async fn jobs_through_redis_streams_on_postgres() {
+    jobs(TestDb::postgres().await, &redis_streams_toml()).await;
+}
+
+/// The shared Redis of this machine kind (the test command starts it).
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+fn cache_toml(redis: bool) -> String {
+    let prefix = format!("sluice:test:{}:", uuid::Uuid::new_v4().simple());
+    if redis {
+        format!("[cache]\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}\"\n")
+    } else {
+        format!("[cache]\nkey_prefix = \"{prefix}\"\n")
+    }
+}
+
+async fn new_conversation(router: &axum::Router, who: &sluice_core::identity::Identity) -> String {
+    let (status, created) = call(
+        router,
+        "POST",
+        "/v1/conversations",
+        who,
+        Some(json!({ "title": "cached" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn conversation_reads_come_from_the_cache_until_the_owner_writes() {
+    let upstream = Upstream::start().await;
+    let db = TestDb::sqlite();
+    let config = db.config(&format!(
+        "{}{}",
+        config_toml(&upstream, ""),
+        cache_toml(false)
+    ));
+    let (state, router) = state_and_router(&config).await;
+    let alice = identity("alice", Tier::Free, &[]);
+    let bob = identity("bob", Tier::Free, &[]);
+    let root = identity("root", Tier::Admin, &[]);
+    let id = new_conversation(&router, &alice).await;
+    let messages = format!("/v1/conversations/{id}/messages");
+
+    let reads = state.conversations.database_reads();
+    let (_, first) = call(&router, "GET", "/v1/conversations", &alice, None).await;
+    let (_, _) = call(&router, "GET", &messages, &alice, None).await;
+    let after_first = state.conversations.database_reads();
+    assert_eq!(
+        after_first - reads,
+        3,
+        "list, the ownership check, messages"
+    );
+    for _ in 0..5 {
+        let (_, again) = call(&router, "GET", "/v1/conversations", &alice, None).await;
+        assert_eq!(again, first);
+        call(&router, "GET", &messages, &alice, None).await;
+    }
+    assert_eq!(
+        state.conversations.database_reads(),
+        after_first,
+        "all hits"
+    );
+
+    // Bob's reads are his own: a miss, and never alice's data.
+    let (_, bobs) = call(&router, "GET", "/v1/conversations", &bob, None).await;
+    assert_eq!(bobs["data"], json!([]));
+    let (status, _) = call(&router, "GET", &messages, &bob, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A write makes alice's entries stale at once.
+    let (status, _) = call(
+        &router,
+        "POST",
+        &messages,
+        &alice,
+        Some(json!({ "content": "new" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, fresh) = call(&router, "GET", &messages, &alice, None).await;
+    assert_eq!(fresh["data"].as_array().unwrap().len(), 2);
+    let (_, list) = call(&router, "GET", "/v1/conversations", &alice, None).await;
+    assert_ne!(list, first, "updated_at moved");
+
+    // Fifty concurrent readers of a cold key: one database read.
+    let second = new_conversation(&router, &alice).await;
+    let before = state.conversations.database_reads();
+    let path = format!("/v1/conversations/{second}");
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let router = router.clone();
+            let alice = alice.clone();
+            let path = path.clone();
+            tokio::spawn(async move { call(&router, "GET", &path, &alice, None).await.0 })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(state.conversations.database_reads() - before, 1);
+
+    let (status, stats) = call(&router, "GET", "/v1/admin/cache", &root, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        stats["origin"]["l1_hits"].as_u64().unwrap() >= 59,
+        "{stats}"
+    );
+    assert!(stats["origin"]["misses"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(stats["semantic"].is_null(), "off unless configured");
+}
+
+#[tokio::test]
+async fn instances_share_l2_in_redis_and_see_each_others_invalidations() {
+    let upstream = Upstream::start().await;
+    let db = TestDb::sqlite();
+    let config = db.config(&format!(
+        "{}{}",
+        config_toml(&upstream, ""),
+        cache_toml(true)
+    ));
+    let (a, router_a) = state_and_router(&config).await;
+    let (b, router_b) = state_and_router(&config).await;
+    let alice = identity("alice", Tier::Free, &[]);
+    let root = identity("root", Tier::Admin, &[]);
+    new_conversation(&router_a, &alice).await;
+
+    let (_, from_a) = call(&router_a, "GET", "/v1/conversations", &alice, None).await;
+    assert_eq!(from_a["data"].as_array().unwrap().len(), 1);
+    let (_, from_b) = call(&router_b, "GET", "/v1/conversations", &alice, None).await;
+    assert_eq!(from_a, from_b);
+    assert_eq!(
+        b.conversations.database_reads(),
+        0,
+        "B read A's entry from L2"
+    );
+    let (_, stats) = call(&router_b, "GET", "/v1/admin/cache", &root, None).await;
+    assert_eq!(stats["origin"]["l2_hits"], 1, "{stats}");
+
+    // A write through A; B's next read misses and sees it.
+    new_conversation(&router_a, &alice).await;
+    let (_, fresh) = call(&router_b, "GET", "/v1/conversations", &alice, None).await;
+    assert_eq!(fresh["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b.conversations.database_reads(), 1);
+    assert!(a.conversations.database_reads() >= 1);
+}
+
+#[tokio::test]
+async fn warming_loads_the_most_active_users_first_pages() {
+    let upstream = Upstream::start().await;
+    let db = TestDb::sqlite();
+    let config = db.config(&format!(
+        "{}{}",
+        config_toml(&upstream, ""),
+        cache_toml(false)
+    ));
+    let (writer, writer_router) = state_and_router(&config).await;
+    for who in ["ann", "ben", "cat"] {
+        let who = identity(who, Tier::Free, &[]);
+        new_conversation(&writer_router, &who).await;
+        new_conversation(&writer_router, &who).await;
+    }
+    drop(writer);
+    // A new instance (after a deploy): its cache is cold.
+    let (state, router) = state_and_router(&config).await;
+    let root = identity("root", Tier::Admin, &[]);
+    let (status, _) = call(
+        &router,
+        "POST",
+        "/v1/admin/cache/warm",
+        &identity("ann", Tier::Free, &[]),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, warmed) = call(
+        &router,
+        "POST",
+        "/v1/admin/cache/warm",
+        &root,
+        Some(json!({ "top": 2 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{warmed}");
+    assert_eq!(warmed["subjects"], 2);
+    assert_eq!(warmed["pages"], 6, "two lists and four message pages");
+    let reads = state.conversations.database_reads();
+    let cat = identity("cat", Tier::Free, &[]);
+    let (_, list) = call(&router, "GET", "/v1/conversations", &cat, None).await;
+    for conversation in list["data"].as_array().unwrap() {
+        let path = format!(
+            "/v1/conversations/{}/messages",
+            conversation["id"].as_str().unwrap()
+        );
+        call(&router, "GET", &path, &cat, None).await;
+    }
+    assert_eq!(
+        state.conversations.database_reads(),
+        reads,
+        "the busiest user (the last to write) was warmed"
+    );
+}
+
+#[tokio::test]
+async fn similar_prompts_are_answered_from_the_semantic_cache_per_principal() {
+    let upstream = Upstream::start().await;
+    let db = TestDb::sqlite();
+    let config = db.config(&format!(
+        "[cache.semantic]\nembeddings_model = \"emb\"\n\
+         [[models]]\nname = \"emb\"\ndeployments = [{{ provider = \"simulated\" }}]\n{}",
+        config_toml(&upstream, "")
+    ));
+    let (_state, router) = state_and_router(&config).await;
+    let alice = identity("alice", Tier::Free, &[]);
+    let bob = identity("bob", Tier::Free, &[]);
+    let ask = |who: &sluice_core::identity::Identity, body: Value, headers: &[(&str, &str)]| {
+        signed("POST", "/v1/chat/completions", who, headers, Some(body))
+    };
+    let question = chat("What is the capital of France?");
+
+    let (status, headers, first) = send(&router, ask(&alice, question.clone(), &[])).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(headers["x-sluice-semantic-cache"], "miss");
+    assert_eq!(upstream.seen().len(), 1);
+
+    // The same question, however it is cased and punctuated: no upstream call.
+    let (_, headers, again) = send(
+        &router,
+        ask(&alice, chat("what is the capital of france"), &[]),
+    )
+    .await;
+    assert_eq!(headers["x-sluice-semantic-cache"], "hit");
+    assert_eq!(headers["x-sluice-semantic-similarity"], "1.0000");
+    let (first, again): (Value, Value) = (
+        serde_json::from_str(&first).unwrap(),
+        serde_json::from_str(&again).unwrap(),
+    );
+    assert_eq!(again["choices"], first["choices"]);
+    assert_ne!(again["id"], first["id"]);
+    // Close in meaning.
+    let (_, headers, _) = send(
+        &router,
+        ask(&alice, chat("What is the capital city of France?"), &[]),
+    )
+    .await;
+    assert_eq!(headers["x-sluice-semantic-cache"], "hit");
+    let similarity: f32 = headers["x-sluice-semantic-similarity"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.92..1.0).contains(&similarity), "{similarity}");
+    assert_eq!(upstream.seen().len(), 1);
+
+    // Misses: another question, another caller, another request shape, and a
+    // client that asks for a fresh answer.
+    let mut hot = question.clone();
+    hot["temperature"] = json!(1.5);
+    for (who, body, headers, label) in [
+        (&alice, chat("How tall is Mont Blanc?"), vec![], "miss"),
+        (&bob, question.clone(), vec![], "miss"),
+        (&alice, hot, vec![], "miss"),
+        (
+            &alice,
+            question.clone(),
+            vec![("cache-control", "no-cache")],
+            "bypass",
+        ),
+    ] {
+        let (status, got, _) = send(&router, ask(who, body, &headers)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got["x-sluice-semantic-cache"], label);
+    }
+    assert_eq!(upstream.seen().len(), 5);
 }

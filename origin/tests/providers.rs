@@ -102,7 +102,10 @@ model = "upstream-embed"
     .unwrap();
     let db = sluice_origin::db::connect(&config.database).await.unwrap();
     std::mem::forget(dir);
-    let router = app(AppState::new(&config, db).unwrap(), Duration::from_secs(30));
+    let router = app(
+        AppState::new(&config, db).await.unwrap(),
+        Duration::from_secs(30),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });

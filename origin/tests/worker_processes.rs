@@ -11,6 +11,7 @@ mod common;
 
 use common::{SECRET, TestDb};
 use serde_json::json;
+use sluice_origin::job_streams::JobStreams;
 use sluice_origin::jobs::{JobQueue, JobStatus, NewJob};
 use sluice_origin::priority::Priority;
 use sqlx::Row;
@@ -26,17 +27,27 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
-/// A database with `jobs` queued (`job 0`, `job 1`, ...) and a config file
-/// whose simulated model takes `ttft_ms` per answer.
-async fn setup(db: TestDb, jobs: usize) -> Setup {
+/// The shared Redis of this machine kind (the test command starts it).
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A database with `jobs` queued (`job 0`, `job 1`, ...), delivered through
+/// Redis Streams under `streams` when given.
+async fn setup(db: TestDb, jobs: usize, streams: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = db.config("");
     let pool = sluice_origin::db::connect(&config.database).await.unwrap();
-    let queue = JobQueue::new(
+    let mut queue = JobQueue::new(
         pool.clone(),
         config.queue.settings(),
         sluice_origin::db::is_postgres(&db.url),
     );
+    if let Some(prefix) = streams {
+        queue = queue.with_streams(
+            JobStreams::connect(REDIS_URL, prefix, Duration::from_secs(2))
+                .await
+                .unwrap(),
+        );
+    }
     for n in 0..jobs {
         let request = json!({
             "model": "sluice-sim-1",
@@ -60,8 +71,23 @@ async fn setup(db: TestDb, jobs: usize) -> Setup {
     }
 }
 
-fn write_config(dir: &Path, name: &str, db_url: &str, ttft_ms: u64, drain_secs: u64) -> PathBuf {
+/// A worker's configuration: its simulated model takes `ttft_ms` per answer;
+/// `streams` names the Redis Streams prefix when jobs come that way.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    db_url: &str,
+    ttft_ms: u64,
+    drain_secs: u64,
+    streams: Option<&str>,
+) -> PathBuf {
     let path = dir.join(name);
+    let backend = match streams {
+        Some(prefix) => format!(
+            "backend = \"redis_streams\"\nredis_url = \"{REDIS_URL}\"\nstream_prefix = \"{prefix}\"\n"
+        ),
+        None => String::new(),
+    };
     std::fs::write(
         &path,
         format!(
@@ -69,11 +95,15 @@ fn write_config(dir: &Path, name: &str, db_url: &str, ttft_ms: u64, drain_secs: 
              [database]\nurl = \"{db_url}\"\nmin_connections = 1\nmax_connections = 8\n\
              [simulated]\ntime_to_first_token_ms = {ttft_ms}\n\
              [queue]\nvisibility_timeout_secs = 2\npoll_interval_ms = 50\n\
-             drain_timeout_secs = {drain_secs}\n"
+             drain_timeout_secs = {drain_secs}\n{backend}"
         ),
     )
     .unwrap();
     path
+}
+
+fn stream_prefix() -> String {
+    format!("sluice:test:{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// `sluice-origin worker`, logging JSON to `log`.
@@ -162,11 +192,17 @@ async fn assert_all_completed_once(setup: &Setup, jobs: usize) -> i64 {
     attempts
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_mid_run_then_restart_loses_and_duplicates_nothing() {
+async fn kill_9_mid_run_then_restart(streams: Option<&str>) {
     const JOBS: usize = 40;
-    let setup = setup(TestDb::sqlite(), JOBS).await;
-    let config = write_config(setup.dir.path(), "worker.toml", &setup.db.url, 300, 10);
+    let setup = setup(TestDb::sqlite(), JOBS, streams).await;
+    let config = write_config(
+        setup.dir.path(),
+        "worker.toml",
+        &setup.db.url,
+        300,
+        10,
+        streams,
+    );
     let log = setup.dir.path().join("first.log");
 
     let mut worker = start_worker(&config, 4, &log);
@@ -194,10 +230,20 @@ async fn kill_9_mid_run_then_restart_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_run_then_restart_loses_and_duplicates_nothing() {
+    kill_9_mid_run_then_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_run_with_redis_streams_reclaims_the_pending_deliveries() {
+    kill_9_mid_run_then_restart(Some(&stream_prefix())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_running_jobs_within_the_drain_time_and_releases_the_rest() {
     // Drain long enough: the running jobs finish, nothing new starts.
-    let setup = setup(TestDb::sqlite(), 8).await;
-    let config = write_config(setup.dir.path(), "drain.toml", &setup.db.url, 800, 10);
+    let setup = setup(TestDb::sqlite(), 8, None).await;
+    let config = write_config(setup.dir.path(), "drain.toml", &setup.db.url, 800, 10, None);
     let mut worker = start_worker(&config, 2, &setup.dir.path().join("drain.log"));
     wait_until("two jobs running", 30, async || {
         count(&setup, "processing").await == 2
@@ -212,7 +258,14 @@ async fn sigterm_finishes_running_jobs_within_the_drain_time_and_releases_the_re
 
     // Drain too short: running jobs go back to the queue at once, attempts
     // untouched, and are not held for the visibility timeout.
-    let config = write_config(setup.dir.path(), "short.toml", &setup.db.url, 5_000, 1);
+    let config = write_config(
+        setup.dir.path(),
+        "short.toml",
+        &setup.db.url,
+        5_000,
+        1,
+        None,
+    );
     let mut worker = start_worker(&config, 2, &setup.dir.path().join("short.log"));
     wait_until("two jobs running", 30, async || {
         count(&setup, "processing").await == 2
@@ -234,11 +287,17 @@ async fn sigterm_finishes_running_jobs_within_the_drain_time_and_releases_the_re
     assert_eq!(max_attempts, 0, "a released job's attempt does not count");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_worker_processes_share_a_postgres_queue() {
+async fn two_worker_processes(db: TestDb, streams: Option<&str>) {
     const JOBS: usize = 60;
-    let setup = setup(TestDb::postgres().await, JOBS).await;
-    let config = write_config(setup.dir.path(), "pg.toml", &setup.db.url, 100, 10);
+    let setup = setup(db, JOBS, streams).await;
+    let config = write_config(
+        setup.dir.path(),
+        "two.toml",
+        &setup.db.url,
+        100,
+        10,
+        streams,
+    );
     let logs = [
         setup.dir.path().join("a.log"),
         setup.dir.path().join("b.log"),
@@ -267,4 +326,14 @@ async fn two_worker_processes_share_a_postgres_queue() {
     }
     setup.pool.close().await;
     setup.db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_worker_processes_share_a_postgres_queue() {
+    two_worker_processes(TestDb::postgres().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_worker_processes_share_a_redis_streams_queue() {
+    two_worker_processes(TestDb::postgres().await, Some(&stream_prefix())).await;
 }

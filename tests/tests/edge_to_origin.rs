@@ -439,3 +439,105 @@ async fn streams_pass_through_the_edge_as_they_are_generated() {
     );
     assert!(arrivals >= 5, "{arrivals} reads: chunks were merged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_are_stored_and_a_write_makes_cached_reads_stale() {
+    let stack = Stack::start(Options::default()).await;
+    let created = post(
+        &format!("{}/v1/conversations", stack.edge),
+        Some(DEMO_KEY),
+        json!({ "title": "through the edge" }).to_string(),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = format!("{}/v1/conversations", stack.edge);
+    let messages = format!("{}/v1/conversations/{id}/messages", stack.edge);
+    assert_eq!(get(&list, DEMO_KEY).await.headers()["x-cache"], "MISS");
+    assert_eq!(get(&list, DEMO_KEY).await.headers()["x-cache"], "HIT");
+    let empty = get(&messages, DEMO_KEY).await;
+    assert_eq!(empty.headers()["x-cache"], "MISS");
+    assert_eq!(empty.json::<Value>().await.unwrap()["data"], json!([]));
+    assert_eq!(get(&messages, DEMO_KEY).await.headers()["x-cache"], "HIT");
+
+    // Bob cannot see it, cached or not.
+    let theirs = get(&messages, OTHER_KEY).await;
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+
+    let turn = post(
+        &messages,
+        Some(DEMO_KEY),
+        json!({ "content": "remember this" }).to_string(),
+    )
+    .await;
+    assert_eq!(turn.status(), StatusCode::CREATED);
+    let turn: Value = turn.json().await.unwrap();
+    assert!(
+        turn["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("remember this")
+    );
+    // A streamed turn: stored before the stream ends.
+    let streamed = post(
+        &messages,
+        Some(DEMO_KEY),
+        json!({ "content": "and this", "stream": true }).to_string(),
+    )
+    .await;
+    assert_eq!(streamed.status(), StatusCode::OK);
+    assert!(streamed.text().await.unwrap().contains("data: [DONE]"));
+
+    // The writes raised alice's generation: both reads miss and see them.
+    let fresh = get(&messages, DEMO_KEY).await;
+    assert_eq!(fresh.headers()["x-cache"], "MISS");
+    let fresh: Value = fresh.json().await.unwrap();
+    let roles: Vec<&str> = fresh["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(get(&list, DEMO_KEY).await.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_at_the_edge_completes_in_the_background() {
+    let stack = Stack::start(Options::default()).await;
+    let submitted = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", stack.edge))
+        .bearer_auth(DEMO_KEY)
+        .header("idempotency-key", "e2e-1")
+        .json(&chat_body("queued work"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), StatusCode::ACCEPTED);
+    let job: Value = submitted.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+    let url = format!("{}/v1/jobs/{}", stack.edge, job["job_id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = loop {
+        let job: Value = get(&url, DEMO_KEY).await.json().await.unwrap();
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        done["result"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("queued work")
+    );
+    assert_eq!(
+        get(&url, OTHER_KEY).await.status(),
+        StatusCode::NOT_FOUND,
+        "another caller's job"
+    );
+}

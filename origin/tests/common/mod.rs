@@ -79,7 +79,7 @@ impl TestDb {
 /// The app's state and router on `db`.
 pub async fn state_and_router(config: &Config) -> (AppState, axum::Router) {
     let pool = sluice_origin::db::connect(&config.database).await.unwrap();
-    let state = AppState::new(config, pool).unwrap();
+    let state = AppState::new(config, pool).await.unwrap();
     let router = app(state.clone(), Duration::from_secs(30));
     (state, router)
 }
