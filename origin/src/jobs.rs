@@ -332,8 +332,20 @@ impl JobQueue {
         })
     }
 
-    /// Polling the table: the most urgent visible job.
+    /// Polling the table: a job whose holder's lease ran out (a dead
+    /// worker's), else the most urgent queued one. Two statements, so each
+    /// walks the claim index in order (`status` fixed) and stops at the first
+    /// row, however long the queue.
     async fn claim_next(&self) -> Result<Option<Claimed>, JobError> {
+        for status in ["processing", "queued"] {
+            if let Some(claimed) = self.claim_first(status).await? {
+                return Ok(Some(claimed));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn claim_first(&self, status: &str) -> Result<Option<Claimed>, JobError> {
         let skip_locked = if self.postgres {
             " FOR UPDATE SKIP LOCKED"
         } else {
@@ -344,9 +356,9 @@ impl JobQueue {
         let claim = format!(
             "UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease = $1, \
              visible_at_ms = $2, updated_at_ms = $3 \
-             WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'processing') \
-               AND visible_at_ms <= $3 ORDER BY priority, visible_at_ms LIMIT 1{skip_locked}) \
-             AND status IN ('queued', 'processing') AND visible_at_ms <= $3 \
+             WHERE id = (SELECT id FROM jobs WHERE status = $4 AND visible_at_ms <= $3 \
+               ORDER BY priority, visible_at_ms LIMIT 1{skip_locked}) \
+             AND status = $4 AND visible_at_ms <= $3 \
              RETURNING id, subject, priority, request, attempts, max_attempts"
         );
         let now = now_ms();
@@ -355,6 +367,7 @@ impl JobQueue {
             .bind(&lease)
             .bind(now.saturating_add(duration_ms(self.settings.visibility_timeout)))
             .bind(now)
+            .bind(status)
             .fetch_optional(&self.db)
             .await?;
         Ok(row
