@@ -47,6 +47,11 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
                 if !postgres {
                     // Readers never wait for the writer; the file stays consistent on a crash.
                     conn.execute("PRAGMA journal_mode = WAL").await?;
+                    // With WAL, NORMAL syncs at checkpoints instead of every
+                    // commit: a committed write survives the process crashing
+                    // (the queue's promise), only a power loss can undo the last
+                    // ones. FULL made each job's claim and result wait on fsync.
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                 }
                 Ok(())
