@@ -48,10 +48,7 @@ pub async fn create_key(
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body.map_err(|e| ApiError::InvalidRequest {
-        message: e.body_text(),
-        param: None,
-    })?;
+    let Json(body) = body?;
     let subject = body.subject.trim();
     if subject.is_empty() || subject.len() > 200 || subject.starts_with("anonymous:") {
         return Err(ApiError::InvalidRequest {
@@ -167,10 +164,7 @@ pub async fn warm_cache(
     body: Result<Json<WarmCache>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body.map_err(|e| ApiError::InvalidRequest {
-        message: e.body_text(),
-        param: None,
-    })?;
+    let Json(body) = body?;
     let subjects = match body.subjects {
         Some(subjects) => subjects,
         None => {

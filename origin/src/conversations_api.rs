@@ -50,12 +50,7 @@ impl PageQuery {
 }
 
 fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQuery, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::InvalidRequest {
-            message: e.body_text(),
-            param: None,
-        })
+    Ok(query?.0)
 }
 
 #[derive(Deserialize, Default)]

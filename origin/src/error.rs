@@ -1,6 +1,7 @@
 //! The one error type of the HTTP API, mapped to OpenAI's error shape.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_core::errors::{openai_error, rate_limited};
@@ -134,6 +135,26 @@ impl From<crate::routing::RouteError> for ApiError {
             }
             RouteError::Unavailable(other) => ApiError::UpstreamFailed(other.to_string()),
             RouteError::NoHealthyDeployment => ApiError::NoHealthyUpstream,
+        }
+    }
+}
+
+/// A body axum could not read as the handler's JSON type: 400 with axum's reason.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        ApiError::InvalidRequest {
+            message: rejection.body_text(),
+            param: None,
+        }
+    }
+}
+
+/// A query string axum could not read as the handler's type: 400 with axum's reason.
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::InvalidRequest {
+            message: rejection.body_text(),
+            param: None,
         }
     }
 }

@@ -196,10 +196,6 @@ impl JobQueue {
         self
     }
 
-    pub fn settings(&self) -> &QueueSettings {
-        &self.settings
-    }
-
     /// Resolves when a job is submitted in this process (workers also poll).
     pub async fn submitted(&self) {
         self.submitted.notified().await;

@@ -148,10 +148,7 @@ pub async fn dead(
     query: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     crate::admin::require_admin(&who)?;
-    let Query(query) = query.map_err(|e| ApiError::InvalidRequest {
-        message: e.body_text(),
-        param: None,
-    })?;
+    let Query(query) = query?;
     let jobs = state
         .jobs
         .dead(query.limit.unwrap_or(100).clamp(1, 1000))
