@@ -13,6 +13,8 @@
 //! end-to-end throughput, per-job latency), or with `--sync` makes the same
 //! calls as plain completions: the baseline.
 
+mod stages;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -54,6 +56,9 @@ enum Command {
     /// Submit jobs (closed loop, `--concurrency` at a time) and wait until the
     /// queue has run them all; prints rates and latencies.
     Jobs(JobsArgs),
+    /// The seed's staged load test with virtual users (think time between
+    /// requests); per-stage percentiles, success rate, requests/s and charts.
+    Stages(stages::StagesArgs),
     /// Serve `{"ok":true}` on every path: a trivial axum baseline.
     Trivial {
         #[arg(long, default_value = "127.0.0.1:3199")]
@@ -146,6 +151,7 @@ fn main() -> Result<()> {
             Command::Hold(args) => hold(args).await,
             Command::Trivial { listen } => trivial(listen).await,
             Command::Jobs(args) => jobs(args).await,
+            Command::Stages(args) => stages::run(args).await,
             Command::Sign {
                 secret,
                 method,

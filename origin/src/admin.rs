@@ -30,6 +30,15 @@ pub(crate) fn require_admin(who: &Identity) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /v1/admin/stats`: the admin listener's `/stats`, through the edge.
+pub async fn stats(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&who)?;
+    Ok(Json(crate::ops::stats(&state).await))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {

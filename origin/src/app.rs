@@ -13,10 +13,13 @@ use crate::job_streams::JobStreams;
 use crate::jobs::JobQueue;
 use crate::jobs_api;
 use crate::keys::KeyStore;
+use crate::ops;
 use crate::priority::Priority;
 use crate::routing::Engine;
 use crate::semantic::{Lookup, SemanticCache};
 use crate::usage::UsageLog;
+use crate::window::RequestWindow;
+use crate::worker::WorkerLoad;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
@@ -53,6 +56,11 @@ pub struct AppState {
     pub body_limit_bytes: usize,
     pub coalesce: bool,
     pub started: Instant,
+    /// The last minute of public API requests, for the status page.
+    pub window: Arc<RequestWindow>,
+    /// This process's queue workers (none until `worker::run` starts them).
+    pub workers: Arc<WorkerLoad>,
+    pub db_max_connections: u32,
 }
 
 impl AppState {
@@ -99,6 +107,9 @@ impl AppState {
             body_limit_bytes: config.server.body_limit_bytes,
             coalesce: config.routing.coalesce,
             started: Instant::now(),
+            window: Arc::default(),
+            workers: Arc::default(),
+            db_max_connections: config.database.max_connections,
         })
     }
 }
@@ -122,6 +133,8 @@ pub fn unix_now() -> u64 {
 
 /// Layers, outermost first:
 /// - tracing sees every request, refusals included;
+/// - (public API only) metrics count every request by matched route, edge
+///   refusals and timeouts included;
 /// - panics become 500s instead of dropped connections;
 /// - the timeout bounds everything below it;
 /// - the edge signature is checked before any body is read (public API only;
@@ -150,6 +163,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/jobs/{id}", get(jobs_api::get).delete(jobs_api::cancel))
         .route("/generate", post(generate))
         .route("/jobs/{id}", get(jobs_api::get))
+        .route("/v1/admin/stats", get(admin::stats))
         .route("/v1/admin/queue", get(jobs_api::stats))
         .route("/v1/admin/cache", get(admin::cache_stats))
         .route("/v1/admin/cache/warm", post(admin::warm_cache))
@@ -167,10 +181,14 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_edge_signature,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.window),
+            ops::track,
         ));
     Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
         .merge(api)
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
@@ -179,33 +197,6 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    let database = sqlx::query("SELECT 1").execute(&state.db).await;
-    let queue = state.jobs.stats().await.ok();
-    let status = if database.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if database.is_ok() { "ready" } else { "not_ready" },
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "models": state.engine.model_names(),
-        "deployments": state.engine.health(),
-        "database": {
-            "ok": database.is_ok(),
-            "pool_size": state.db.size(),
-            "pool_idle": state.db.num_idle(),
-        },
-        "queue": queue,
-    });
-    (status, Json(body)).into_response()
 }
 
 async fn not_found() -> ApiError {

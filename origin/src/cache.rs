@@ -29,6 +29,17 @@ return next
 /// Bound on Redis calls: past it the cache is skipped, not waited for.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// A Redis health probe bounded like every cache call.
+pub(crate) async fn ping(connection: &redis::aio::ConnectionManager) -> bool {
+    let mut connection = connection.clone();
+    let reply = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis::cmd("PING").query_async::<String>(&mut connection),
+    )
+    .await;
+    matches!(reply, Ok(Ok(_)))
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CacheStats {
     pub l1_hits: u64,
@@ -115,6 +126,12 @@ impl OriginCache {
             l2_errors: c.l2_errors.load(Ordering::Relaxed),
             l1_entries: self.inner.l1.entry_count(),
         }
+    }
+
+    /// Whether the shared L2 answers a `PING` in time; `None` without L2.
+    pub async fn ping(&self) -> Option<bool> {
+        let l2 = self.inner.l2.as_ref()?;
+        Some(ping(&l2.connection).await)
     }
 
     fn version_key(&self, scope: &str) -> String {

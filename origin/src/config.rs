@@ -25,6 +25,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Metrics, probes, stats and the status page (no authentication: keep
+    /// it on loopback or a private network).
+    pub admin_listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit_bytes: usize,
     /// Deadline for one request end to end, in seconds.
@@ -349,6 +352,7 @@ impl Default for Config {
         Config {
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
                 body_limit_bytes: 1 << 20,
                 request_timeout_secs: 300,
             },
@@ -400,6 +404,18 @@ pub enum ConfigError {
     },
 }
 
+/// `SLUICE_*` variables that are settings. `SLUICE_CONFIG` and
+/// `SLUICE_LOG_JSON` are command-line options, and `SLUICE_HOST_*` belong to
+/// the runtime-host, which may share the environment (compose files, scripts).
+fn settings_env() -> Env {
+    Env::prefixed("SLUICE_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            key != "config" && key != "log_json" && !key.starts_with("host_")
+        })
+        .split("__")
+}
+
 /// Shortest edge secret accepted: 128 bits of hex.
 const MIN_SECRET_LEN: usize = 32;
 
@@ -410,7 +426,7 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        Config::from_figment(figment.merge(Env::prefixed("SLUICE_").split("__")))
+        Config::from_figment(figment.merge(settings_env()))
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {

@@ -52,6 +52,11 @@ fn job_id(fields: &[(String, String)]) -> Option<String> {
 }
 
 impl JobStreams {
+    /// Whether Redis answers, for `/ready`.
+    pub async fn ping(&self) -> bool {
+        crate::cache::ping(&self.connection).await
+    }
+
     /// Connects and creates the consumer group on each stream when missing;
     /// fails when Redis is unreachable (a queue that cannot take jobs should
     /// not start). Reconnects by itself later.

@@ -191,6 +191,11 @@ impl JobQueue {
     }
 
     /// Delivers jobs through Redis Streams.
+    /// Whether the Redis Streams delivery answers; `None` on the database queue.
+    pub async fn ping_streams(&self) -> Option<bool> {
+        Some(self.streams.as_ref()?.ping().await)
+    }
+
     pub fn with_streams(mut self, streams: JobStreams) -> JobQueue {
         self.streams = Some(streams);
         self

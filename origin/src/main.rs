@@ -4,6 +4,7 @@ use sluice_core::identity::Tier;
 use sluice_origin::app::{AppState, app};
 use sluice_origin::config::{Config, SimulatedConfig};
 use sluice_origin::keys::{KeyStore, NewKey};
+use sluice_origin::ops;
 use sluice_origin::worker::{self, Runner, WorkerSettings};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,16 +93,7 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,tower_http=warn".into());
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    sluice_telemetry::init(cli.log_json, "info,tower_http=warn");
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -140,17 +132,22 @@ fn run(cli: Cli) -> Result<()> {
             .await
             .context("starting the origin")?;
         let (stop, stopped) = watch::channel(false);
-        let runner = Runner {
-            queue: state.jobs.clone(),
-            engine: state.engine.clone(),
-            usage: state.usage.clone(),
-        };
+        let runner = Runner::for_state(&state);
         let mut settings = WorkerSettings {
             concurrency: config.queue.workers,
             poll_interval: Duration::from_millis(config.queue.poll_interval_ms),
             drain_timeout: Duration::from_secs(config.queue.drain_timeout_secs),
             cleanup_interval: Duration::from_secs(config.queue.cleanup_interval_secs),
         };
+        // Workers and API processes alike expose metrics and probes.
+        let admin = bind(config.server.admin_listen).await?;
+        println!("admin on http://{}", admin.local_addr()?);
+        let sampler = ops::spawn_sampler(state.clone());
+        let admin = tokio::spawn(
+            axum::serve(admin, ops::admin_app(state.clone()))
+                .with_graceful_shutdown(stopping(stopped.clone()))
+                .into_future(),
+        );
         if let Some(args) = worker_args {
             settings.concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
             tracing::info!(
@@ -163,31 +160,44 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!("stopping: finishing or releasing running jobs");
             let _ = stop.send(true);
             workers.await?;
-            tracing::info!("stopped");
-            return Ok(());
+        } else {
+            let listener = bind(config.server.listen).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, models = config.models.len(), workers = settings.concurrency,
+                "sluice-origin listening");
+            println!("listening on http://{addr}");
+            let workers = tokio::spawn(worker::run(runner, settings, stopped.clone()));
+            let router = app(
+                state.clone(),
+                Duration::from_secs(config.server.request_timeout_secs),
+            );
+            // New connections stop at the signal; requests in flight finish.
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    shutdown_signal().await;
+                    tracing::info!("stopping: draining requests and jobs");
+                    let _ = stop.send(true);
+                })
+                .await?;
+            workers.await?;
         }
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, models = config.models.len(), workers = settings.concurrency,
-            "sluice-origin listening");
-        println!("listening on http://{addr}");
-        let workers = tokio::spawn(worker::run(runner, settings, stopped));
-        let router = app(
-            state,
-            Duration::from_secs(config.server.request_timeout_secs),
-        );
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            })
-            .await?;
-        workers.await?;
+        sampler.abort();
+        admin.await??;
+        // Usage records still buffered are written before the process ends.
+        state.usage.flush().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+async fn stopping(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {

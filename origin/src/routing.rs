@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Price of a deployment's tokens, in US dollars per million.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -247,12 +247,18 @@ impl Engine {
                 tries += 1;
                 attempts += 1;
                 let secret = lease.secret().map(str::to_owned);
+                let started = Instant::now();
                 let outcome = tokio::time::timeout(
                     policy.first_byte_timeout,
                     call(Arc::clone(&deployment), secret),
                 )
                 .await
                 .unwrap_or(Err(ProviderError::Timeout("before the first byte")));
+                // Whole answers, or the head of a stream (time to first byte).
+                metrics::histogram!("sluice_upstream_request_duration_seconds",
+                    "deployment" => deployment.name.clone(),
+                    "outcome" => outcome.as_ref().map_or_else(failure_kind, |_| "ok"))
+                .record(started.elapsed().as_secs_f64());
                 let error = match outcome {
                     Ok(value) => {
                         lease.succeeded(used_tokens(&value));

@@ -4,7 +4,8 @@
 //! slowing generation down.
 
 use crate::db::{Db, now_ms};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Records waiting to be written before new ones are dropped.
 const BACKLOG: usize = 10_000;
@@ -22,10 +23,20 @@ pub struct UsageRecord {
     pub cost_usd: f64,
 }
 
+/// What the writer task receives: records, and requests to say when every
+/// record sent before has been written.
+enum Message {
+    Record(UsageRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// How long shutdown waits for buffered records to be written.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct UsageLog {
     /// `None` for a log that keeps nothing (the stand-alone simulator).
-    records: Option<mpsc::Sender<UsageRecord>>,
+    records: Option<mpsc::Sender<Message>>,
 }
 
 impl UsageLog {
@@ -44,7 +55,7 @@ impl UsageLog {
 
     pub fn record(&self, record: UsageRecord) {
         let Some(records) = &self.records else { return };
-        if records.try_send(record).is_err() {
+        if records.try_send(Message::Record(record)).is_err() {
             metrics::counter!("sluice_usage_records_dropped_total").increment(1);
             tracing::warn!(
                 event = "usage_record_dropped",
@@ -52,17 +63,47 @@ impl UsageLog {
             );
         }
     }
+
+    /// Waits (bounded) until every record handed over so far is written; on
+    /// shutdown, so that no finished request's usage is lost.
+    pub async fn flush(&self) {
+        let Some(records) = &self.records else { return };
+        let (done, written) = oneshot::channel();
+        let flushed = async {
+            records.send(Message::Flush(done)).await.ok()?;
+            written.await.ok()
+        };
+        if tokio::time::timeout(FLUSH_TIMEOUT, flushed).await.is_err() {
+            tracing::warn!(
+                event = "usage_flush_timeout",
+                "usage records still buffered at shutdown"
+            );
+        }
+    }
 }
 
-async fn write_batches(db: Db, mut receiver: mpsc::Receiver<UsageRecord>) {
+async fn write_batches(db: Db, mut receiver: mpsc::Receiver<Message>) {
+    let mut messages = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if let Err(e) = write(&db, &batch).await {
+    while receiver.recv_many(&mut messages, BATCH).await > 0 {
+        let mut flushes = Vec::new();
+        for message in messages.drain(..) {
+            match message {
+                Message::Record(record) => batch.push(record),
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = write(&db, &batch).await
+        {
             metrics::counter!("sluice_usage_records_dropped_total").increment(batch.len() as u64);
             tracing::error!(event = "usage_write_failed", error = %e, records = batch.len(),
                 "usage records not written");
         }
         batch.clear();
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::routing::{Engine, RouteError};
 use crate::usage::UsageLog;
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -19,6 +20,52 @@ pub struct Runner {
     pub queue: JobQueue,
     pub engine: Arc<Engine>,
     pub usage: UsageLog,
+    pub load: Arc<WorkerLoad>,
+}
+
+/// Busy and idle workers of this process, for the gauges, `/ready` and the
+/// status page.
+#[derive(Debug, Default)]
+pub struct WorkerLoad {
+    busy: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl WorkerLoad {
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self) {
+        let busy = self.busy();
+        metrics::gauge!("sluice_queue_workers_busy").set(busy as f64);
+        metrics::gauge!("sluice_queue_workers_idle").set(self.total().saturating_sub(busy) as f64);
+    }
+
+    fn set_total(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+        Busy(Arc::clone(self))
+    }
+}
+
+/// One worker's busy spell; ends when dropped, whatever path the job took.
+struct Busy(Arc<WorkerLoad>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.publish();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +83,16 @@ struct RunError {
 }
 
 impl Runner {
+    /// Workers for the origin `state` (sharing its engine, queue and usage log).
+    pub fn for_state(state: &crate::app::AppState) -> Runner {
+        Runner {
+            queue: state.jobs.clone(),
+            engine: Arc::clone(&state.engine),
+            usage: state.usage.clone(),
+            load: Arc::clone(&state.workers),
+        }
+    }
+
     async fn run_job(&self, job: &Claimed) -> Result<Value, RunError> {
         let request: ChatRequest = serde_json::from_str(&job.request).map_err(|e| RunError {
             message: format!("the stored request is unreadable: {e}"),
@@ -126,6 +183,7 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// or released.
 pub async fn run(runner: Runner, settings: WorkerSettings, shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
+    runner.load.set_total(settings.concurrency);
     for _ in 0..settings.concurrency {
         let runner = runner.clone();
         let mut shutdown = shutdown.clone();
@@ -133,11 +191,10 @@ pub async fn run(runner: Runner, settings: WorkerSettings, shutdown: watch::Rece
             while !*shutdown.borrow() {
                 match runner.queue.claim().await {
                     Ok(Some(job)) => {
-                        metrics::gauge!("sluice_queue_workers_busy").increment(1.0);
+                        let _busy = runner.load.begin();
                         runner
                             .process(job, &mut shutdown, settings.drain_timeout)
                             .await;
-                        metrics::gauge!("sluice_queue_workers_busy").decrement(1.0);
                     }
                     Ok(None) => {
                         tokio::select! {
@@ -173,4 +230,5 @@ pub async fn run(runner: Runner, settings: WorkerSettings, shutdown: watch::Rece
         }
     });
     while tasks.join_next().await.is_some() {}
+    runner.load.set_total(0);
 }

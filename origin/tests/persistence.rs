@@ -340,11 +340,7 @@ async fn wait_for_job(
 
 fn start_workers(state: &AppState, concurrency: usize) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
-    let runner = Runner {
-        queue: state.jobs.clone(),
-        engine: state.engine.clone(),
-        usage: state.usage.clone(),
-    };
+    let runner = Runner::for_state(state);
     let settings = WorkerSettings {
         concurrency,
         poll_interval: Duration::from_millis(20),

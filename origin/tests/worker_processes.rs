@@ -116,6 +116,8 @@ fn start_worker(config: &Path, concurrency: usize, log: &Path) -> Child {
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .env("RUST_LOG", "info")
+        // Several workers run at once: each takes any free admin port.
+        .env("SLUICE_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(Stdio::inherit())
         .spawn()

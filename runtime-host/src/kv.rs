@@ -35,31 +35,78 @@ pub enum KvStore {
 }
 
 impl KvStore {
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
+    fn backend(&self) -> &'static str {
         match self {
-            KvStore::Memory(m) => Ok(m.entries.get(key)),
-            KvStore::Redis(r) => r.observe(r.get(key).await),
+            KvStore::Memory(_) => "memory",
+            KvStore::Redis(_) => "redis",
         }
+    }
+
+    /// Times one operation into `sluice_host_kv_operation_duration_seconds`
+    /// and counts its failures.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        operation: impl Future<Output = Result<T, KvError>>,
+    ) -> Result<T, KvError> {
+        let started = std::time::Instant::now();
+        let result = operation.await;
+        let backend = self.backend();
+        metrics::histogram!("sluice_host_kv_operation_duration_seconds", "backend" => backend, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("sluice_host_kv_errors_total", "backend" => backend, "op" => op)
+                .increment(1);
+        }
+        result
+    }
+
+    /// Whether the backend answers; `None` for memory, which always does.
+    pub async fn ping(&self) -> Option<bool> {
+        match self {
+            KvStore::Memory(_) => None,
+            KvStore::Redis(r) => {
+                let reply: Result<String, _> =
+                    redis::cmd("PING").query_async(&mut r.connection()).await;
+                Some(r.observe(reply.map_err(KvError::from)).is_ok())
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
+        self.timed("get", async move {
+            match self {
+                KvStore::Memory(m) => Ok(m.entries.get(key)),
+                KvStore::Redis(r) => r.observe(r.get(key).await),
+            }
+        })
+        .await
     }
 
     pub async fn set(&self, key: String, value: Bytes) -> Result<(), KvError> {
-        match self {
-            KvStore::Memory(m) => {
-                m.entries.insert(key, value);
-                Ok(())
+        self.timed("set", async move {
+            match self {
+                KvStore::Memory(m) => {
+                    m.entries.insert(key, value);
+                    Ok(())
+                }
+                KvStore::Redis(r) => r.observe(r.set(&key, &value).await),
             }
-            KvStore::Redis(r) => r.observe(r.set(&key, &value).await),
-        }
+        })
+        .await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
-        match self {
-            KvStore::Memory(m) => {
-                m.entries.invalidate(key);
-                Ok(())
+        self.timed("delete", async move {
+            match self {
+                KvStore::Memory(m) => {
+                    m.entries.invalidate(key);
+                    Ok(())
+                }
+                KvStore::Redis(r) => r.observe(r.delete(key).await),
             }
-            KvStore::Redis(r) => r.observe(r.delete(key).await),
-        }
+        })
+        .await
     }
 
     /// One page of keys and the cursor for the next page (`None` at the end).
@@ -67,17 +114,25 @@ impl KvStore {
         &self,
         cursor: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), KvError> {
-        match self {
-            KvStore::Memory(m) => Ok((m.entries.iter().map(|(k, _)| (*k).clone()).collect(), None)),
-            KvStore::Redis(r) => r.observe(r.scan(cursor).await),
-        }
+        self.timed("list_keys", async move {
+            match self {
+                KvStore::Memory(m) => {
+                    Ok((m.entries.iter().map(|(k, _)| (*k).clone()).collect(), None))
+                }
+                KvStore::Redis(r) => r.observe(r.scan(cursor).await),
+            }
+        })
+        .await
     }
 
     pub async fn increment(&self, key: String, delta: i64) -> Result<i64, KvError> {
-        match self {
-            KvStore::Memory(m) => m.increment(key, delta),
-            KvStore::Redis(r) => r.observe(r.increment(&key, delta).await),
-        }
+        self.timed("increment", async move {
+            match self {
+                KvStore::Memory(m) => m.increment(key, delta),
+                KvStore::Redis(r) => r.observe(r.increment(&key, delta).await),
+            }
+        })
+        .await
     }
 
     /// Writes `value` only if the key still holds `expected` (`None`: absent).
@@ -87,10 +142,13 @@ impl KvStore {
         expected: Option<Bytes>,
         value: Bytes,
     ) -> Result<Swap, KvError> {
-        match self {
-            KvStore::Memory(m) => Ok(m.compare_and_swap(key, expected, value)),
-            KvStore::Redis(r) => r.observe(r.compare_and_swap(&key, expected, &value).await),
-        }
+        self.timed("compare_and_swap", async move {
+            match self {
+                KvStore::Memory(m) => Ok(m.compare_and_swap(key, expected, value)),
+                KvStore::Redis(r) => r.observe(r.compare_and_swap(&key, expected, &value).await),
+            }
+        })
+        .await
     }
 }
 
@@ -182,8 +240,6 @@ pub struct RedisStore {
     connections: Vec<redis::aio::ConnectionManager>,
     next: AtomicU64,
     cas: redis::Script,
-    /// Failed operations since start; a metric once the host exports them.
-    pub errors: AtomicU64,
     healthy: AtomicBool,
 }
 
@@ -205,7 +261,6 @@ impl RedisStore {
             connections,
             next: AtomicU64::new(0),
             cas: redis::Script::new(CAS_SCRIPT),
-            errors: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
         })
     }
@@ -224,7 +279,6 @@ impl RedisStore {
                 }
             }
             Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(url = %self.url, error = %e, "redis key-value store unreachable");
                 }
@@ -333,6 +387,18 @@ impl Stores {
 
     pub fn get(&self, label: &str) -> Option<Arc<KvStore>> {
         self.0.get(label).cloned()
+    }
+
+    /// Each store that has a remote backend, by label, and whether it answers.
+    pub async fn ping(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for (label, store) in self.0.iter() {
+            if let Some(up) = store.ping().await {
+                out.push((label.clone(), up));
+            }
+        }
+        out.sort();
+        out
     }
 }
 

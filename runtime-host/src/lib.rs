@@ -1,6 +1,7 @@
 //! The Sluice runtime-host: serves a Spin manifest (`spin.toml`) with wasmtime,
 //! the way `spin up` does, so the edge runs locally without Spin installed.
 
+pub mod admin;
 pub mod app;
 pub mod compose;
 pub mod host_services;

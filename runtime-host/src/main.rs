@@ -1,16 +1,21 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sluice_host::admin::AdminState;
 use sluice_host::app::{self, Limits};
 use sluice_host::manifest::Loaded;
 use sluice_host::runtime_config::RuntimeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Serves a Spin application locally (like `spin up`).
 #[derive(Parser)]
 #[command(name = "sluice-host", version)]
 struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "SLUICE_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,17 +55,22 @@ struct AppArgs {
 struct UpArgs {
     #[command(flatten)]
     app: AppArgs,
-    #[arg(long, default_value = "127.0.0.1:3000")]
+    #[arg(long, default_value = "127.0.0.1:3000", env = "SLUICE_HOST_LISTEN")]
     listen: SocketAddr,
+    /// `/metrics`, `/health` and `/ready` of the host itself (no
+    /// authentication: keep it on loopback or a private network).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:3001",
+        env = "SLUICE_HOST_ADMIN_LISTEN"
+    )]
+    admin_listen: SocketAddr,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    sluice_telemetry::init(cli.log_json, "info");
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -100,20 +110,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => {
             let app = load(&args.app)?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(args.listen)
-                    .await
-                    .with_context(|| format!("binding {}", args.listen))?;
+                let started = std::time::Instant::now();
+                let listener = bind(args.listen).await?;
+                let admin_listener = bind(args.admin_listen).await?;
                 let addr = listener.local_addr()?;
                 for route in &app.routes {
                     let suffix = if route.prefix { "/..." } else { "" };
                     tracing::info!(route = %format!("{}{suffix}", route.path.trim_end_matches('/')), component = %app.components[route.component].config.id, "serving");
                 }
-                tracing::info!(%addr, "sluice-host listening");
+                tracing::info!(%addr, admin = %admin_listener.local_addr()?, "sluice-host listening");
                 println!("listening on http://{addr}");
-                sluice_host::server::serve(app, listener, shutdown_signal()).await
+                println!("admin on http://{}", admin_listener.local_addr()?);
+                sluice_host::admin::register_metrics(
+                    &app.components.iter().map(|c| c.config.id.clone()).collect::<Vec<_>>(),
+                );
+                let admin_state = Arc::new(AdminState {
+                    stores: app.stores.clone(),
+                    components: app.components.len(),
+                    started,
+                });
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let admin = tokio::spawn(sluice_host::admin::serve(
+                    admin_state,
+                    admin_listener,
+                    async move {
+                        let mut stopped = stopped;
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                ));
+                // Probes and scrapes keep working while requests drain.
+                let served = sluice_host::server::serve(app, listener, shutdown_signal()).await;
+                let _ = stop.send(true);
+                let _ = admin.await;
+                tracing::info!("stopped");
+                served
             })
         }
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
 }
 
 async fn shutdown_signal() {

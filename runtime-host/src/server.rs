@@ -124,20 +124,45 @@ impl Server {
         let id = component.config.id.clone();
         let timeout = limits.request_timeout;
         // The guest runs in its own task so it can keep streaming the body after
-        // the response head is sent; the timeout bounds the whole run.
-        let task = tokio::spawn(async move {
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, out)
-                    .await
-            };
-            match tokio::time::timeout(timeout, run).await {
-                Ok(result) => result,
-                Err(_) => Err(wasmtime::format_err!("request exceeded {timeout:?}")),
-            }
-        });
+        // the response head is sent; the timeout bounds the whole run. The task
+        // records the guest's own figures, whenever it ends.
+        let task = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                let run = async {
+                    let instantiating = Instant::now();
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    metrics::histogram!("sluice_host_instantiation_duration_seconds", "component" => id.clone())
+                        .record(instantiating.elapsed().as_secs_f64());
+                    let executing = Instant::now();
+                    let handled = proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, incoming, out)
+                        .await;
+                    metrics::histogram!("sluice_host_execution_duration_seconds", "component" => id.clone())
+                        .record(executing.elapsed().as_secs_f64());
+                    handled
+                };
+                let result = match tokio::time::timeout(timeout, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(wasmtime::format_err!("request exceeded {timeout:?}")),
+                };
+                if let Err(e) = &result {
+                    let timed_out = matches!(
+                        e.downcast_ref::<wasmtime::Trap>(),
+                        Some(wasmtime::Trap::Interrupt)
+                    ) || e.to_string().starts_with("request exceeded");
+                    if timed_out {
+                        metrics::counter!("sluice_host_timeouts_total", "component" => id)
+                            .increment(1);
+                    } else {
+                        metrics::counter!("sluice_host_traps_total", "component" => id)
+                            .increment(1);
+                    }
+                }
+                result
+            })
+        };
 
         let response = match receiver.await {
             Ok(Ok(response)) => response,
@@ -155,9 +180,41 @@ impl Server {
                 plain(500, "component failed")
             }
         };
+        record_response(&id, &response, started.elapsed());
         tracing::debug!(component = %id, %method, path = %path, status = response.status().as_u16(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
         response
+    }
+}
+
+/// Request metrics, and the edge policies' decisions as the gateway reports
+/// them in response headers (`X-Cache`, the rate-limit headers): the host
+/// counts them without any import of its own into the components.
+fn record_response(component: &str, response: &Response, elapsed: std::time::Duration) {
+    let status = response.status();
+    metrics::counter!("sluice_host_requests_total",
+        "component" => component.to_owned(), "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("sluice_host_request_duration_seconds", "component" => component.to_owned())
+        .record(elapsed.as_secs_f64());
+    let headers = response.headers();
+    if let Some(result) = headers.get("x-cache").and_then(|v| v.to_str().ok()) {
+        let result = match result {
+            "HIT" => "hit",
+            "MISS" => "miss",
+            "BYPASS" => "bypass",
+            _ => "other",
+        };
+        metrics::counter!("sluice_edge_cache_requests_total", "result" => result).increment(1);
+    }
+    if headers.contains_key("x-ratelimit-limit") {
+        let decision = if status == http::StatusCode::TOO_MANY_REQUESTS {
+            "limited"
+        } else {
+            "allowed"
+        };
+        metrics::counter!("sluice_edge_rate_limit_decisions_total", "decision" => decision)
+            .increment(1);
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Stack {
     pub edge: String,
     pub edges: Vec<String>,
     pub origin: String,
+    /// The origin's admin listener (metrics, probes, stats, status page).
+    pub origin_admin: String,
+    /// Each edge host's admin listener, in `edges` order.
+    pub edge_admins: Vec<String>,
     pub secret: String,
     children: Vec<Child>,
     /// The origin's SQLite file, removed with the stack.
@@ -89,6 +93,7 @@ impl Stack {
         let secret = format!("{:032x}", rand_u128());
         let origin_port = free_port();
         let origin = format!("http://127.0.0.1:{origin_port}");
+        let origin_admin_port = free_port();
         let mut keys = vec![
             format!("{}:alice:free", sluice_core::api_key::hash(DEMO_KEY)),
             format!("{}:bob:premium", sluice_core::api_key::hash(OTHER_KEY)),
@@ -108,6 +113,10 @@ impl Stack {
                 format!("sqlite://{}?mode=rwc", database.display()),
             )
             .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{origin_port}"))
+            .env(
+                "SLUICE_SERVER__ADMIN_LISTEN",
+                format!("127.0.0.1:{origin_admin_port}"),
+            )
             .envs(options.origin_env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::null())
             .spawn()
@@ -120,12 +129,15 @@ impl Stack {
             path
         });
         let mut edges = Vec::new();
+        let mut edge_admins = Vec::new();
         for _ in 0..options.edge_hosts.max(1) {
             let edge_port = free_port();
+            let admin_port = free_port();
             let mut host = Command::new(bin("sluice-host"));
             host.args(["up", "--from"])
                 .arg(repo().join("spin.toml"))
                 .args(["--listen", &format!("127.0.0.1:{edge_port}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .env("SPIN_VARIABLE_EDGE_SECRET", &secret)
                 .env("SPIN_VARIABLE_ORIGIN_URL", &origin)
                 .env("SPIN_VARIABLE_API_KEYS", &keys)
@@ -144,11 +156,14 @@ impl Stack {
                     .unwrap_or_else(|e| panic!("starting sluice-host: {e}")),
             );
             edges.push(format!("http://127.0.0.1:{edge_port}"));
+            edge_admins.push(format!("http://127.0.0.1:{admin_port}"));
         }
         let stack = Stack {
             edge: edges[0].clone(),
             edges,
             origin,
+            origin_admin: format!("http://127.0.0.1:{origin_admin_port}"),
+            edge_admins,
             secret,
             children,
             database,
@@ -157,7 +172,54 @@ impl Stack {
         for edge in &stack.edges {
             wait_healthy(&format!("{edge}/health")).await;
         }
+        wait_healthy(&format!("{}/health", stack.origin_admin)).await;
+        for admin in &stack.edge_admins {
+            wait_healthy(&format!("{admin}/health")).await;
+        }
         stack
+    }
+}
+
+/// Which process of the stack to signal.
+#[derive(Debug, Clone, Copy)]
+pub enum Process {
+    Origin,
+    Edge(usize),
+}
+
+impl Stack {
+    fn child(&mut self, which: Process) -> &mut Child {
+        let index = match which {
+            Process::Origin => 0,
+            Process::Edge(i) => 1 + i,
+        };
+        &mut self.children[index]
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the process would.
+    pub fn terminate(&mut self, which: Process) {
+        let pid = self.child(which).id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("kill -TERM {pid}: {e}"));
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`.
+    pub async fn exited(
+        &mut self,
+        which: Process,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child(which).try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 }
 
