@@ -196,7 +196,22 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             request_timeout,
         ))
         .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// One span per request, a child of the caller's trace when the request
+/// carries W3C trace context (the edge forwards the client's), with the
+/// trace id as a field so JSON logs correlate even without trace export.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let headers = request.headers();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = sluice_telemetry::trace_id(headers),
+    );
+    sluice_telemetry::set_parent(&span, headers);
+    span
 }
 
 async fn not_found() -> ApiError {

@@ -93,8 +93,11 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 
 fn main() {
     let cli = Cli::parse();
-    sluice_telemetry::init(cli.log_json, "info,tower_http=warn");
-    if let Err(e) = run(cli) {
+    let telemetry = sluice_telemetry::init(cli.log_json, "info,tower_http=warn", "sluice-origin");
+    let result = run(cli);
+    // Flushes spans still buffered; `exit` below would skip it.
+    drop(telemetry);
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

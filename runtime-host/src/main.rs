@@ -69,8 +69,11 @@ struct UpArgs {
 
 fn main() {
     let cli = Cli::parse();
-    sluice_telemetry::init(cli.log_json, "info");
-    if let Err(e) = run(cli) {
+    let telemetry = sluice_telemetry::init(cli.log_json, "info", "sluice-host");
+    let result = run(cli);
+    // Flushes spans still buffered; `exit` below would skip it.
+    drop(telemetry);
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -4,8 +4,17 @@
 //! page report.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
 use std::time::Duration;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Histogram buckets for every `*_seconds` metric: sub-millisecond steps for
 /// the gateway's own overhead, 0.3 s for the P95 alert, up to a minute for
@@ -18,29 +27,126 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 /// How often histograms are folded and idle series trimmed.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Sets up a binary's telemetry before anything else runs: logs, and the
-/// Prometheus recorder (metrics recorded before it exists are lost).
-pub fn init(json: bool, default_filter: &str) {
-    init_logs(json, default_filter);
-    prometheus();
+/// What must outlive `main`'s work: the trace exporter, flushed on drop.
+#[must_use = "dropping it at once stops trace export"]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (else `default_filter`); one JSON
-/// object per line when `json` is set, for log shippers.
-fn init_logs(json: bool, default_filter: &str) {
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(tracer) = self.tracer.take()
+            && let Err(e) = tracer.shutdown()
+        {
+            eprintln!("trace export did not flush: {e}");
+        }
+    }
+}
+
+/// Sets up a binary's telemetry before anything else runs: logs, the
+/// Prometheus recorder (metrics recorded before it exists are lost), and
+/// trace export when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `..._TRACES_ENDPOINT`) is set; `OTEL_EXPORTER_OTLP_PROTOCOL` picks
+/// `http/protobuf` (default) or `http/json`, `OTEL_SERVICE_NAME` the name.
+pub fn init(json: bool, default_filter: &str, service: &'static str) -> Telemetry {
+    let tracer = trace_export(service);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init();
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.init();
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let spans = tracer
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .init();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    prometheus();
+    Telemetry { tracer }
+}
+
+fn trace_export(service: &'static str) -> Option<SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v == "true");
+    if !configured || disabled {
+        return None;
+    }
+    let protocol = match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+        Ok("http/json") => Protocol::HttpJson,
+        _ => Protocol::HttpBinary,
+    };
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("trace export disabled: {e}");
+            return None;
+        }
+    };
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service);
+    }
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    )
+}
+
+/// The W3C trace id of a `traceparent` header (the edge forwards the
+/// client's), for log correlation even when no traces are exported.
+pub fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = version.len() == 2
+        && trace.len() == 32
+        && span.len() == 16
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
+}
+
+/// Makes `span` a child of the trace in `headers` (W3C `traceparent` and
+/// `tracestate`), so exported spans join the caller's trace.
+pub fn set_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
@@ -107,6 +213,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sluice_test_requests_total 2"), "{text}");
+    }
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(trace_id(&headers), None);
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        assert_eq!(trace_id(&headers), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01",
+        ] {
+            headers.insert("traceparent", http::HeaderValue::from_static(bad));
+            assert_eq!(trace_id(&headers), None, "{bad}");
+        }
     }
 
     #[test]

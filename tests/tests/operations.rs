@@ -1126,3 +1126,99 @@ fn docker_env(text: &str) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// A minimal OTLP/HTTP collector: answers 200 to every POST and keeps the
+/// bodies (JSON with `http/json`).
+async fn collector() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(value) = lower.strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let _ = bodies.send(String::from_utf8_lossy(&body).into_owned());
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if stream.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the origin exports its request
+/// span as a child of the `traceparent` the client sent through the edge.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_continue_the_callers_trace_from_the_edge_to_the_origin() {
+    let (endpoint, mut bodies) = collector().await;
+    let stack = Stack::start(Options {
+        origin_env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = client()
+        .post(format!("{}/v1/chat/completions", stack.edge))
+        .bearer_auth(OTHER_KEY)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .json(&chat_body(&sluice_e2e::unique("traced")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = tokio::time::timeout_at(deadline.into(), bodies.recv())
+            .await
+            .expect("no spans exported within 15 s")
+            .unwrap();
+        let export: Value = serde_json::from_str(&body).unwrap_or_default();
+        let spans: Vec<&Value> = export["resourceSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["scopeSpans"].as_array().into_iter().flatten())
+            .flat_map(|s| s["spans"].as_array().into_iter().flatten())
+            .collect();
+        let completion = spans.iter().find(|s| {
+            s["name"] == "request" && s["attributes"].to_string().contains("/v1/chat/completions")
+        });
+        if let Some(span) = completion {
+            assert_eq!(span["traceId"], trace, "{span}");
+            assert_eq!(span["parentSpanId"], parent, "{span}");
+            let service = export["resourceSpans"][0]["resource"]["attributes"].to_string();
+            assert!(service.contains("sluice-origin"), "{service}");
+            break;
+        }
+    }
+}
