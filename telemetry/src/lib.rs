@@ -57,12 +57,9 @@ pub fn init(json: bool, default_filter: &str, service: &'static str) -> Telemetr
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_writer(std::io::stderr)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed()
+        tracing_subscriber::fmt::layer().boxed()
     };
     let spans = tracer
         .as_ref()
