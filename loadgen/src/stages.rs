@@ -306,7 +306,7 @@ fn write_charts(prefix: &std::path::Path, rows: &[Value]) -> Result<()> {
 /// A small self-contained SVG line chart; written by hand because a plotting
 /// crate would add more to the build than these few lines do.
 pub fn svg_chart(title: &str, labels: &[String], series: &[(&str, &str, Vec<f64>)]) -> String {
-    let (w, h, left, right, top, bottom) = (720.0, 300.0, 60.0, 20.0, 30.0, 60.0);
+    let (w, h, left, right, top, bottom) = (760.0, 300.0, 60.0, 60.0, 30.0, 60.0);
     let max = series
         .iter()
         .flat_map(|(_, _, v)| v.iter().copied())

@@ -1063,6 +1063,32 @@ async fn deploy_manifests_match_the_binaries() {
             .contains(&format!("./grafana/dashboards:{path}"))
     );
 
+    // --- Load tests: the seed's stages in both, and the Locust file parses.
+    let k6 = read(&deploy("load/k6.js"));
+    let targets: Vec<&str> = k6
+        .split("target: ")
+        .skip(1)
+        .map(|t| t.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(targets, ["100", "300", "500", "800", "1000", "1000", "0"]);
+    assert!(k6.contains("/v1/chat/completions"));
+    let locust = read(&deploy("load/locustfile.py"));
+    assert!(
+        locust.contains(
+            "(120, 100), (420, 300), (720, 500), (1020, 800), (1320, 1000), (1920, 1000)"
+        )
+    );
+    let compiled = Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(deploy("load/locustfile.py"))
+        .output()
+        .unwrap();
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+
     // --- Every metric name used above is exposed by the binaries.
     let mut missing = Vec::new();
     for (place, expr) in &used {
