@@ -1062,6 +1062,27 @@ async fn deploy_manifests_match_the_binaries() {
             .to_string()
             .contains(&format!("./grafana/dashboards:{path}"))
     );
+    // The dashboard's panels name the datasource the provisioning creates.
+    let datasources =
+        to_json(&yaml_documents(&deploy("grafana/provisioning/datasources/prometheus.yaml"))[0]);
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(datasource["type"], "prometheus");
+    let prometheus_url = datasource["url"].as_str().unwrap();
+    assert_eq!(port_of(prometheus_url), 9090);
+    assert!(
+        services["prometheus"]["ports"]
+            .to_string()
+            .contains(":9090")
+    );
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] != "row" {
+            assert_eq!(
+                panel["datasource"]["uid"], datasource["uid"],
+                "{}",
+                panel["title"]
+            );
+        }
+    }
 
     // --- Load tests: the seed's stages in both, and the Locust file parses.
     let k6 = read(&deploy("load/k6.js"));
