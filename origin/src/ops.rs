@@ -100,7 +100,7 @@ pub fn spawn_sampler(state: AppState) -> tokio::task::JoinHandle<()> {
 pub async fn sample(state: &AppState) {
     sluice_telemetry::prometheus().run_upkeep();
     sluice_telemetry::record_process(state.started);
-    if let Ok(Ok(stats)) = tokio::time::timeout(PROBE_TIMEOUT, state.jobs.stats()).await {
+    if let Some(stats) = queue_stats(state).await {
         metrics::gauge!("sluice_queue_depth", "state" => "queued").set(stats.queued as f64);
         metrics::gauge!("sluice_queue_depth", "state" => "processing").set(stats.processing as f64);
         metrics::gauge!("sluice_queue_dead_letter_jobs").set(stats.dead as f64);
@@ -138,6 +138,14 @@ pub async fn sample(state: &AppState) {
     }
 }
 
+/// Queue depth and age, or `None` when the queue does not answer in time.
+async fn queue_stats(state: &AppState) -> Option<crate::jobs::QueueStats> {
+    tokio::time::timeout(PROBE_TIMEOUT, state.jobs.stats())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 /// `/ready`: 200 when the database (and the queue's Redis, when the queue
 /// runs on it) answer; the cache's Redis being down only degrades (the origin
 /// serves from L1 and the database). The body says what was checked.
@@ -147,10 +155,7 @@ pub async fn readiness(state: &AppState) -> (StatusCode, Value) {
     let database_ok = matches!(database, Ok(Ok(_)));
     let cache_redis = state.cache.ping().await;
     let queue_redis = state.jobs.ping_streams().await;
-    let queue = tokio::time::timeout(PROBE_TIMEOUT, state.jobs.stats())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let queue = queue_stats(state).await;
     let ready = database_ok && queue_redis != Some(false);
     let degraded = cache_redis == Some(false);
     let status = match (ready, degraded) {
@@ -195,10 +200,7 @@ pub async fn stats(state: &AppState) -> Value {
     let minute: WindowStats = state.window.summary(now, 59);
     let origin_cache = state.cache.stats();
     let semantic = state.semantic.as_ref().map(|s| s.stats());
-    let queue = tokio::time::timeout(PROBE_TIMEOUT, state.jobs.stats())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let queue = queue_stats(state).await;
     json!({
         "object": "stats",
         "generated_at": now,

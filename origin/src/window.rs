@@ -187,23 +187,20 @@ impl RequestWindow {
     /// Every whole second of the window before `now`, oldest first.
     pub fn series(&self, now: u64) -> Vec<SecondStats> {
         (now.saturating_sub(WINDOW_SECS - 1)..now)
-            .map(|second| match self.slot(second).read(second) {
-                None => SecondStats {
-                    t: second,
+            .map(|second| {
+                let counts = self.slot(second).read(second).unwrap_or(Counts {
                     requests: 0,
                     errors: 0,
-                    p50_ms: 0.0,
-                    p95_ms: 0.0,
-                    p99_ms: 0.0,
-                },
-                Some(counts) => SecondStats {
+                    latency: [0; BUCKETS],
+                });
+                SecondStats {
                     t: second,
                     requests: counts.requests,
                     errors: counts.errors,
                     p50_ms: quantile(&counts.latency, counts.requests, 0.50),
                     p95_ms: quantile(&counts.latency, counts.requests, 0.95),
                     p99_ms: quantile(&counts.latency, counts.requests, 0.99),
-                },
+                }
             })
             .collect()
     }

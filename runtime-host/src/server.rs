@@ -143,24 +143,23 @@ impl Server {
                         .record(executing.elapsed().as_secs_f64());
                     handled
                 };
-                let result = match tokio::time::timeout(timeout, run).await {
-                    Ok(result) => result,
-                    Err(_) => Err(wasmtime::format_err!("request exceeded {timeout:?}")),
-                };
-                if let Err(e) = &result {
-                    let timed_out = matches!(
-                        e.downcast_ref::<wasmtime::Trap>(),
-                        Some(wasmtime::Trap::Interrupt)
-                    ) || e.to_string().starts_with("request exceeded");
-                    if timed_out {
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        // The epoch deadline traps with `Interrupt`: a timeout too.
+                        let counter = match e.downcast_ref::<wasmtime::Trap>() {
+                            Some(wasmtime::Trap::Interrupt) => "sluice_host_timeouts_total",
+                            _ => "sluice_host_traps_total",
+                        };
+                        metrics::counter!(counter, "component" => id).increment(1);
+                        Err(e)
+                    }
+                    Err(_) => {
                         metrics::counter!("sluice_host_timeouts_total", "component" => id)
                             .increment(1);
-                    } else {
-                        metrics::counter!("sluice_host_traps_total", "component" => id)
-                            .increment(1);
+                        Err(wasmtime::format_err!("request exceeded {timeout:?}"))
                     }
                 }
-                result
             })
         };
 

@@ -10,6 +10,11 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once trace export is configured; request paths skip context
+/// extraction without it.
+static EXPORTING_TRACES: AtomicBool = AtomicBool::new(false);
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
@@ -70,6 +75,7 @@ pub fn init(json: bool, default_filter: &str, service: &'static str) -> Telemetr
         .with(spans)
         .init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING_TRACES.store(tracer.is_some(), Ordering::Relaxed);
     prometheus();
     Telemetry { tracer }
 }
@@ -129,6 +135,9 @@ pub fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
 /// Makes `span` a child of the trace in `headers` (W3C `traceparent` and
 /// `tracestate`), so exported spans join the caller's trace.
 pub fn set_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !EXPORTING_TRACES.load(Ordering::Relaxed) {
+        return;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(headers))
     });
