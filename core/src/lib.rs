@@ -7,7 +7,7 @@ pub mod api_key;
 pub mod cache_entry;
 pub mod edge_signature;
 pub mod errors;
-pub mod gcra;
 pub mod identity;
 pub mod rate_policy;
+pub mod rate_window;
 pub mod route;

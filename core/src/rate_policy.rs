@@ -2,7 +2,7 @@
 //! apply to one request combine: the most restrictive decides and names the
 //! headers.
 
-use crate::gcra::{Decision, Quota};
+use crate::rate_window::{Decision, Quota};
 
 /// What a policy does when its store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,13 +110,16 @@ pub fn headers(applied: &[Applied]) -> Vec<(String, String)> {
             format!(
                 "\"{}\";q={};w={}",
                 a.policy,
-                a.quota.limit,
-                ceil_seconds(a.quota.period_ms)
+                a.quota.window_limit(),
+                ceil_seconds(a.quota.window_ms())
             )
         })
         .collect();
     vec![
-        ("x-ratelimit-limit".into(), decisive.quota.limit.to_string()),
+        (
+            "x-ratelimit-limit".into(),
+            decisive.quota.window_limit().to_string(),
+        ),
         (
             "x-ratelimit-remaining".into(),
             decisive.decision.remaining.to_string(),
@@ -137,7 +140,7 @@ pub fn headers(applied: &[Applied]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gcra;
+    use crate::rate_window;
 
     #[test]
     fn parses_policies() {
@@ -164,21 +167,19 @@ mod tests {
         }
     }
 
-    fn applied(policy: &str, spec: &str, stored_tat: Option<u64>) -> Applied {
+    /// The decision for a request that made the current window's count `current`.
+    fn applied(policy: &str, spec: &str, current: u64) -> Applied {
         let quota = PolicySpec::parse(spec).unwrap().quota.unwrap();
         Applied {
             policy: policy.into(),
             quota,
-            decision: gcra::decide(&quota, stored_tat, 0),
+            decision: rate_window::decide(&quota, 0, 0, current),
         }
     }
 
     #[test]
     fn the_most_restrictive_policy_names_the_headers() {
-        let all = [
-            applied("premium", "300/1m", None),
-            applied("ip", "10/1m", None),
-        ];
+        let all = [applied("premium", "300/1m", 1), applied("ip", "10/1m", 1)];
         assert_eq!(most_restrictive(&all).unwrap().policy, "ip");
         let h = headers(&all);
         assert_eq!(h[0], ("x-ratelimit-limit".into(), "10".into()));
@@ -190,13 +191,13 @@ mod tests {
         assert!(h[3].1.starts_with("\"ip\";r=9;"));
 
         // A refusal speaks for the request even when another policy has less left.
-        let refused = applied("anonymous-ai", "1/1m", Some(60_000));
+        let refused = applied("anonymous-ai", "1/1m", 2);
         assert!(!refused.decision.allowed);
-        let all = [applied("ip", "10/1m;burst=1", None), refused];
+        let all = [applied("ip", "10/1m;burst=1", 1), refused];
         assert_eq!(most_restrictive(&all).unwrap().policy, "anonymous-ai");
         assert_eq!(
             retry_after_seconds(&most_restrictive(&all).unwrap().decision),
-            60
+            120
         );
     }
 }

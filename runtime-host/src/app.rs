@@ -182,7 +182,7 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
                     export: dep.get_ref().export.clone(),
                 })
                 .collect();
-            compose::compose(&main, &deps, spec.dependencies_inherit_configuration)
+            compose::compose(&id, &main, &deps, spec.dependencies_inherit_configuration)
                 .with_context(|| format!("composing component `{id}`"))?
         };
         let compiled = Component::new(&engine, &bytes)

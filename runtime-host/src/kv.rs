@@ -32,6 +32,11 @@ pub enum Swap {
 pub enum KvStore {
     Memory(MemoryStore),
     Redis(RedisStore),
+    /// Another store as Spin 4.0.2's Redis store behaves: every swap is
+    /// reported as failed, also the ones it wrote (Spin ends each swap with
+    /// `UNWATCH <key>`, which Redis refuses). Only for the conformance tests,
+    /// which must show the policies correct on it; no runtime config selects it.
+    SwapReportsFailure(Box<KvStore>),
 }
 
 impl KvStore {
@@ -39,6 +44,7 @@ impl KvStore {
         match self {
             KvStore::Memory(_) => "memory",
             KvStore::Redis(_) => "redis",
+            KvStore::SwapReportsFailure(inner) => inner.backend(),
         }
     }
 
@@ -70,6 +76,7 @@ impl KvStore {
                     redis::cmd("PING").query_async(&mut r.connection()).await;
                 Some(r.observe(reply.map_err(KvError::from)).is_ok())
             }
+            KvStore::SwapReportsFailure(inner) => Box::pin(inner.ping()).await,
         }
     }
 
@@ -78,6 +85,7 @@ impl KvStore {
             match self {
                 KvStore::Memory(m) => Ok(m.entries.get(key)),
                 KvStore::Redis(r) => r.observe(r.get(key).await),
+                KvStore::SwapReportsFailure(inner) => Box::pin(inner.get(key)).await,
             }
         })
         .await
@@ -91,6 +99,7 @@ impl KvStore {
                     Ok(())
                 }
                 KvStore::Redis(r) => r.observe(r.set(&key, &value).await),
+                KvStore::SwapReportsFailure(inner) => Box::pin(inner.set(key, value)).await,
             }
         })
         .await
@@ -104,6 +113,7 @@ impl KvStore {
                     Ok(())
                 }
                 KvStore::Redis(r) => r.observe(r.delete(key).await),
+                KvStore::SwapReportsFailure(inner) => Box::pin(inner.delete(key)).await,
             }
         })
         .await
@@ -120,6 +130,7 @@ impl KvStore {
                     Ok((m.entries.iter().map(|(k, _)| (*k).clone()).collect(), None))
                 }
                 KvStore::Redis(r) => r.observe(r.scan(cursor).await),
+                KvStore::SwapReportsFailure(inner) => Box::pin(inner.list_keys(cursor)).await,
             }
         })
         .await
@@ -130,6 +141,7 @@ impl KvStore {
             match self {
                 KvStore::Memory(m) => m.increment(key, delta),
                 KvStore::Redis(r) => r.observe(r.increment(&key, delta).await),
+                KvStore::SwapReportsFailure(inner) => Box::pin(inner.increment(key, delta)).await,
             }
         })
         .await
@@ -146,6 +158,13 @@ impl KvStore {
             match self {
                 KvStore::Memory(m) => Ok(m.compare_and_swap(key, expected, value)),
                 KvStore::Redis(r) => r.observe(r.compare_and_swap(&key, expected, &value).await),
+                KvStore::SwapReportsFailure(inner) => {
+                    match Box::pin(inner.compare_and_swap(key.clone(), expected, value)).await? {
+                        // Written, yet reported as a conflict with what is stored now.
+                        Swap::Done => Ok(Swap::Conflict(Box::pin(inner.get(&key)).await?)),
+                        conflict => Ok(conflict),
+                    }
+                }
             }
         })
         .await
@@ -155,6 +174,11 @@ impl KvStore {
 /// In-process store bounded by the bytes of its keys and values; the least
 /// recently used entries go first when it is full. State lives as long as the
 /// process, like Spin's local store without a file.
+///
+/// Counters are kept as Spin's default (SQLite) store keeps them: 8-byte
+/// little-endian integers. `increment` on any other value is an error (Spin
+/// panics there), so a component that mixes `set` and `increment` on one key
+/// fails here as it would on Spin, instead of working by accident.
 pub struct MemoryStore {
     entries: moka::sync::Cache<String, Bytes>,
 }
@@ -179,17 +203,17 @@ impl MemoryStore {
         self.entries.entry(key.clone()).and_compute_with(|current| {
             let current = match current {
                 None => 0,
-                Some(entry) => match parse_integer(entry.value()) {
-                    Some(n) => n,
-                    None => {
+                Some(entry) => match <[u8; 8]>::try_from(entry.value().as_ref()) {
+                    Ok(bytes) => i64::from_le_bytes(bytes),
+                    Err(_) => {
                         outcome = Err(KvError::NotInteger(key));
                         return moka::ops::compute::Op::Nop;
                     }
                 },
             };
-            let next = current.saturating_add(delta);
+            let next = current.wrapping_add(delta);
             outcome = Ok(next);
-            moka::ops::compute::Op::Put(Bytes::from(next.to_string()))
+            moka::ops::compute::Op::Put(Bytes::copy_from_slice(&next.to_le_bytes()))
         });
         outcome
     }
@@ -207,10 +231,6 @@ impl MemoryStore {
         });
         outcome
     }
-}
-
-fn parse_integer(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 /// Connections per Redis store. Each is multiplexed (many requests in flight on
@@ -431,12 +451,26 @@ mod tests {
                 .unwrap(),
             Swap::Done
         );
-        assert_eq!(store.increment(k(), 5).await.unwrap(), 7);
-        store.set("t".into(), Bytes::from("x")).await.unwrap();
+        // Counters are 8-byte little-endian, as in Spin's default store, and
+        // `increment` refuses anything else (a decimal swap value included).
         assert!(matches!(
-            store.increment("t".into(), 1).await,
+            store.increment(k(), 5).await,
             Err(KvError::NotInteger(_))
         ));
+        assert_eq!(store.increment("n".into(), 5).await.unwrap(), 5);
+        assert_eq!(store.increment("n".into(), -7).await.unwrap(), -2);
+        assert_eq!(
+            store.get("n").await.unwrap(),
+            Some(Bytes::copy_from_slice(&(-2i64).to_le_bytes()))
+        );
+        store
+            .set("t".into(), Bytes::from("12345678"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.increment("t".into(), 0).await.unwrap(),
+            i64::from_le_bytes(*b"12345678")
+        );
     }
 
     #[test]

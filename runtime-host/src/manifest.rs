@@ -239,6 +239,13 @@ impl Loaded {
             }
         }
         for (id, component) in &m.component {
+            if !crate::compose::is_kebab(id) {
+                return Err(self.invalid(
+                    component.source.span(),
+                    format!("component.{id}"),
+                    "component ids are kebab-case (lower-case words of letters and digits joined by `-`), as Spin requires",
+                ));
+            }
             for (var, value) in &component.variables {
                 if !valid_variable_name(var) {
                     return Err(self.invalid(

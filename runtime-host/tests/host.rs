@@ -210,3 +210,125 @@ fn every_edge_crate_is_built_and_host_tested() {
         wasm(member);
     }
 }
+
+/// The edge manifest with its `[component.gateway.dependencies]` table replaced.
+fn gateway_with_dependencies(dependencies: &str) -> Result<App, String> {
+    let manifest = std::fs::read_to_string(repo().join("spin.toml")).unwrap();
+    let start = manifest.find("[component.gateway.dependencies]").unwrap();
+    let end = manifest[start..]
+        .find("\n\n")
+        .map_or(manifest.len(), |e| start + e);
+    let text = format!(
+        "{}[component.gateway.dependencies]\n{}\n{}",
+        &manifest[..start],
+        dependencies.replace("WASM", &repo().join("target/wasm").display().to_string()),
+        &manifest[end..]
+    )
+    .replace(
+        "source = \"target/wasm/gateway.wasm\"",
+        &format!("source = \"{}\"", wasm("gateway").display()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = Loaded::read(&path).map_err(|e| e.to_string())?;
+    let env = |name: &str| (name == "SPIN_VARIABLE_EDGE_SECRET").then(|| "s".repeat(32));
+    app::load(
+        &loaded,
+        &RuntimeConfig::default(),
+        limits(Duration::from_secs(5), 64),
+        &env,
+    )
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// The error for a manifest that must be refused (an acceptance fails the
+/// caller's assertion with the dependencies it accepted).
+fn refused(dependencies: &str) -> String {
+    gateway_with_dependencies(dependencies)
+        .err()
+        .unwrap_or_else(|| format!("accepted: {dependencies}"))
+}
+
+const AUTH: &str = "\"sluice:auth/auth\" = { path = \"WASM/auth.wasm\" }";
+const RATE_LIMIT: &str = "\"sluice:rate-limit/rate-limit\" = { path = \"WASM/ratelimit.wasm\" }";
+const CACHE: &str = "\"sluice:cache/cache\" = { path = \"WASM/cache.wasm\" }";
+
+/// Spin's rule (spin-compose `register_package`): each dependency is registered
+/// under its package name, so two dependencies from one WIT package collide,
+/// even for different interfaces. This is what refused the old manifest.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_rule_one_dependency_per_package() {
+    for name in ["gateway", "auth", "ratelimit", "cache"] {
+        wasm(name);
+    }
+    gateway_with_dependencies(&[AUTH, RATE_LIMIT, CACHE].join("\n")).unwrap();
+    let err = refused(&format!(
+        "{AUTH}\n\"sluice:auth\" = {{ path = \"WASM/auth.wasm\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ));
+    assert!(
+        err.contains("both from package `sluice:auth`"),
+        "two dependencies of package sluice:auth: {err}"
+    );
+}
+
+/// Spin's rule (`UnmatchedDependencyName`): every dependency must match an import.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_rule_a_dependency_must_match_an_import() {
+    let err = refused(&format!(
+        "{AUTH}\n{RATE_LIMIT}\n{CACHE}\n\"sluice:missing/thing\" = {{ path = \"WASM/cache.wasm\" }}"
+    ));
+    assert!(
+        err.contains("doesn't match any imports of component `gateway`"),
+        "{err}"
+    );
+}
+
+/// Spin's rule (`MissingExport`): the export used must exist under exactly
+/// that name (the import's own, or `export`).
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_rule_the_export_must_exist() {
+    let err = refused(&format!(
+        "\"sluice:auth/auth\" = {{ path = \"WASM/cache.wasm\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ));
+    assert!(
+        err.contains("doesn't export `sluice:auth/auth@0.1.0`"),
+        "{err}"
+    );
+    let err = refused(&format!(
+        "\"sluice:auth/auth\" = {{ path = \"WASM/auth.wasm\", export = \"sluice:auth/authz@0.1.0\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ));
+    assert!(
+        err.contains("doesn't export `sluice:auth/authz@0.1.0`"),
+        "{err}"
+    );
+}
+
+/// Spin's rules (`ComponentDependencies::validate`, `DependencyName`): names
+/// parse as packages or kebab names; a package-level name picks no export.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_rule_dependency_names_and_exports() {
+    let err = refused(&format!(
+        "\"sluice:Auth/auth\" = {{ path = \"WASM/auth.wasm\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ));
+    assert!(err.contains("not a package name"), "{err}");
+    let err = refused(&format!(
+        "\"sluice:auth\" = {{ path = \"WASM/auth.wasm\", export = \"sluice:auth/auth@0.1.0\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ));
+    assert!(err.contains("cannot pick an `export`"), "{err}");
+    // A whole-package name is fine on its own.
+    gateway_with_dependencies(&format!(
+        "\"sluice:auth\" = {{ path = \"WASM/auth.wasm\" }}\n{RATE_LIMIT}\n{CACHE}"
+    ))
+    .unwrap();
+}
+
+/// Spin's rule (`Map<KebabId, Component>`): component ids are kebab-case.
+#[test]
+fn spin_rule_component_ids_are_kebab_case() {
+    let text = "spin_manifest_version = 2\n[application]\nname = \"t\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"My_web\"\n[component.My_web]\nsource = \"web.wasm\"\n";
+    let err = Loaded::parse(Path::new("spin.toml"), text.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kebab-case"), "{err}");
+}

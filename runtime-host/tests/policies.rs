@@ -135,6 +135,27 @@ fn redis(url: &str) -> Stores {
     )])
 }
 
+/// Every store flavour a policy may meet, by name: sluice-host's memory store
+/// (counters as Spin's default store keeps them), Redis, and both as Spin
+/// 4.0.2's Redis store behaves (every swap reported failed, written or not).
+fn store_flavours() -> Vec<(&'static str, Stores)> {
+    let one = |store: KvStore| Stores::new([("default".to_string(), store)]);
+    let redis = || KvStore::Redis(RedisStore::new("redis://127.0.0.1:6379").unwrap());
+    let memory = || KvStore::Memory(MemoryStore::new(8 << 20));
+    vec![
+        ("memory", one(memory())),
+        ("redis", one(redis())),
+        (
+            "memory, swaps reported failed",
+            one(KvStore::SwapReportsFailure(Box::new(memory()))),
+        ),
+        (
+            "redis, swaps reported failed (Spin 4.0.2's Redis store)",
+            one(KvStore::SwapReportsFailure(Box::new(redis()))),
+        ),
+    ]
+}
+
 /// Unique per test run, so tests sharing the real Redis never share records.
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -142,7 +163,7 @@ fn unique(prefix: &str) -> String {
 
 mod rate_limit {
     use super::rate_limit_world::RateLimitPolicy;
-    use super::rate_limit_world::sluice::edge::types::{Principal, RequestHead, Tier};
+    use super::rate_limit_world::sluice::types::types::{Principal, RequestHead, Tier};
     use super::*;
 
     pub fn principal(subject: &str, tier: Tier, scopes: &[&str]) -> Principal {
@@ -173,7 +194,7 @@ mod rate_limit {
                 .await
                 .unwrap();
         instance
-            .sluice_edge_rate_limit()
+            .sluice_rate_limit_rate_limit()
             .call_check(&mut store, who, head)
             .await
             .unwrap()
@@ -195,7 +216,7 @@ async fn rate_limit_admits_the_tier_quota_then_refuses_with_headers() {
     let policy = Policy::new("ratelimit", &[("rate_limit_free", "3/1m")], memory());
     let who = principal(
         &unique("user"),
-        rate_limit_world::sluice::edge::types::Tier::Free,
+        rate_limit_world::sluice::types::types::Tier::Free,
         &[],
     );
     let req = head("GET", "/v1/models", None);
@@ -208,12 +229,17 @@ async fn rate_limit_admits_the_tier_quota_then_refuses_with_headers() {
     }
     let (status, headers, body) = check(&policy, &who, &req).await.unwrap_err();
     assert_eq!(status, 429);
-    assert_eq!(header(&headers, "retry-after"), "20");
+    // The window the three fell in must end and fade by a third (sliding window).
+    let retry_after: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!(
+        (20..=80).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
     assert_eq!(header(&headers, "x-ratelimit-remaining"), "0");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         body["detail"],
-        "Rate limit exceeded. Try again in 20 seconds."
+        format!("Rate limit exceeded. Try again in {retry_after} seconds.")
     );
     assert_eq!(body["status_code"], 429);
     assert_eq!(body["error"]["type"], "rate_limit_error");
@@ -221,14 +247,14 @@ async fn rate_limit_admits_the_tier_quota_then_refuses_with_headers() {
     // Another subject of the same tier has its own record.
     let other = principal(
         &unique("user"),
-        rate_limit_world::sluice::edge::types::Tier::Free,
+        rate_limit_world::sluice::types::types::Tier::Free,
         &[],
     );
     assert!(check(&policy, &other, &req).await.is_ok());
     // Admin is unlimited by default: no record, no headers.
     let admin = principal(
         "root",
-        rate_limit_world::sluice::edge::types::Tier::Admin,
+        rate_limit_world::sluice::types::types::Tier::Admin,
         &[],
     );
     for _ in 0..10 {
@@ -239,7 +265,7 @@ async fn rate_limit_admits_the_tier_quota_then_refuses_with_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_the_most_restrictive_policy_decides() {
     use rate_limit::*;
-    use rate_limit_world::sluice::edge::types::Tier;
+    use rate_limit_world::sluice::types::types::Tier;
     let policy = Policy::new(
         "ratelimit",
         &[
@@ -302,7 +328,7 @@ fn rand_octet() -> u8 {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_follows_each_policys_fail_mode_when_the_store_is_down() {
     use rate_limit::*;
-    use rate_limit_world::sluice::edge::types::Tier;
+    use rate_limit_world::sluice::types::types::Tier;
     // Nothing listens on port 1: every store operation fails as with Redis down.
     let down = redis("redis://127.0.0.1:1");
     let who = principal("u", Tier::Free, &[]);
@@ -347,7 +373,7 @@ async fn rate_limit_follows_each_policys_fail_mode_when_the_store_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_two_instances_on_one_redis_never_exceed_the_limit() {
     use rate_limit::*;
-    use rate_limit_world::sluice::edge::types::Tier;
+    use rate_limit_world::sluice::types::types::Tier;
     const LIMIT: usize = 40;
     let vars = [("rate_limit_free", "40/1h")];
     // Two stores, two connection sets: what two hosts on one Redis have.
@@ -391,9 +417,9 @@ async fn rate_limit_two_instances_on_one_redis_never_exceed_the_limit() {
 
 mod cache {
     use super::cache_world::CachePolicy;
-    use super::cache_world::exports::sluice::edge::cache::LookupResult;
-    pub use super::cache_world::sluice::edge::types::Response;
-    use super::cache_world::sluice::edge::types::{Principal, RequestHead, Tier};
+    use super::cache_world::exports::sluice::cache::cache::LookupResult;
+    pub use super::cache_world::sluice::types::types::Response;
+    use super::cache_world::sluice::types::types::{Principal, RequestHead, Tier};
     use super::*;
 
     pub fn who(subject: &str) -> Principal {
@@ -451,7 +477,7 @@ mod cache {
             CachePolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
                 .await
                 .unwrap();
-        let cache = instance.sluice_edge_cache();
+        let cache = instance.sluice_cache_cache();
         let (ticket, seen) = match cache
             .call_find(&mut store, who, head, body.as_bytes())
             .await
@@ -479,7 +505,7 @@ mod cache {
                 .await
                 .unwrap();
         instance
-            .sluice_edge_cache()
+            .sluice_cache_cache()
             .call_purge(&mut store, subject)
             .await
             .unwrap()
@@ -752,7 +778,7 @@ mod cache_property {
 
 mod auth {
     use super::auth_world::AuthPolicy;
-    use super::auth_world::sluice::edge::types::{Principal, RequestHead, Tier};
+    use super::auth_world::sluice::types::types::{Principal, RequestHead, Tier};
     use super::*;
 
     pub async fn authenticate(
@@ -764,7 +790,7 @@ mod auth {
             .await
             .unwrap();
         instance
-            .sluice_edge_auth()
+            .sluice_auth_auth()
             .call_authenticate(&mut store, head)
             .await
             .unwrap()
@@ -791,7 +817,7 @@ mod auth {
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_admits_anonymous_routes_and_keeps_admin_routes_to_admins() {
     use auth::*;
-    use auth_world::sluice::edge::types::Tier;
+    use auth_world::sluice::types::types::Tier;
     let user_key = "sk-user-key-000000000000";
     let admin_key = "sk-admin-key-00000000000";
     let records = format!(
@@ -983,7 +1009,7 @@ mod jwt_battery {
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_jwt_battery() {
     use auth::*;
-    use auth_world::sluice::edge::types::Tier;
+    use auth_world::sluice::types::types::Tier;
     use jsonwebtoken::{Algorithm, EncodingKey};
     use jwt_battery::*;
     use serde_json::json;
@@ -1319,4 +1345,94 @@ async fn auth_jwt_battery() {
     .await
     .unwrap_err();
     assert_eq!(status, 401);
+}
+
+/// The same policy scenarios on every store flavour: a quota admits exactly
+/// its limit with the same headers, and the first cacheable answer is a MISS,
+/// then a HIT, invalidated by a write and by a purge. (Auth keeps its key and
+/// JWKS lookups with `get`/`set` only, which no flavour changes.)
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_policies_behave_alike_on_every_store_flavour() {
+    for (flavour, stores) in store_flavours() {
+        {
+            use rate_limit::*;
+            use rate_limit_world::sluice::types::types::Tier;
+            let policy = Policy::new("ratelimit", &[("rate_limit_free", "3/1m")], stores.clone());
+            let who = principal(&unique("conf"), Tier::Free, &[]);
+            let req = head("GET", "/v1/models", None);
+            for remaining in ["2", "1", "0"] {
+                let headers = check(&policy, &who, &req)
+                    .await
+                    .unwrap_or_else(|e| panic!("{flavour}: refused early: {e:?}"));
+                assert_eq!(
+                    header(&headers, "x-ratelimit-remaining"),
+                    remaining,
+                    "{flavour}"
+                );
+            }
+            for _ in 0..3 {
+                let (status, _, _) = check(&policy, &who, &req)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{flavour}: admitted past the quota"));
+                assert_eq!(status, 429, "{flavour}");
+            }
+        }
+        {
+            use cache::*;
+            let policy = Policy::new("cache", VARS, stores.clone());
+            let alice = who(&unique("conf"));
+            let list = head("GET", "/v1/conversations", &[]);
+            let seen = call(&policy, &alice, &list, "", ok("v1", None)).await;
+            assert_eq!(seen, Seen::Miss, "{flavour}: first cacheable answer");
+            let seen = call(&policy, &alice, &list, "", ok("v2", None)).await;
+            assert_eq!(seen, Seen::Hit("v1".into()), "{flavour}");
+            let write = head("POST", "/v1/conversations", &[]);
+            let seen = call(&policy, &alice, &write, "{}", ok("{}", None)).await;
+            assert_eq!(seen, Seen::Bypass, "{flavour}: a write");
+            let seen = call(&policy, &alice, &list, "", ok("v3", None)).await;
+            assert_eq!(seen, Seen::Miss, "{flavour}: after the write");
+            let seen = call(&policy, &alice, &list, "", ok("v4", None)).await;
+            assert_eq!(seen, Seen::Hit("v3".into()), "{flavour}");
+            purge(&policy, Some(&alice.subject)).await;
+            let seen = call(&policy, &alice, &list, "", ok("v5", None)).await;
+            assert_eq!(seen, Seen::Miss, "{flavour}: after a purge");
+        }
+    }
+}
+
+/// Two instances on one store, 200 concurrent requests against a quota of 40,
+/// on every flavour that two hosts can share.
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_two_instances_never_exceed_the_limit_on_any_shared_flavour() {
+    use rate_limit::*;
+    use rate_limit_world::sluice::types::types::Tier;
+    for (flavour, stores) in store_flavours() {
+        let vars = [("rate_limit_free", "40/1h")];
+        let first = Arc::new(Policy::new("ratelimit", &vars, stores.clone()));
+        let second = Arc::new(Policy::new("ratelimit", &vars, stores));
+        let subject = unique("conf-shared");
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let policy = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let who = principal(&subject, Tier::Free, &[]);
+            tasks.push(tokio::spawn(async move {
+                check(&policy, &who, &head("GET", "/v1/me", None))
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert!(
+            (36..=40).contains(&admitted),
+            "{flavour}: admitted {admitted} of a quota of 40"
+        );
+    }
 }

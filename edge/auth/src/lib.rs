@@ -20,8 +20,8 @@ mod fetch;
 mod issued;
 mod jwt;
 
-use exports::sluice::edge::auth::Guest;
-use sluice::edge::types::{Denial, Principal, RequestHead, Tier};
+use exports::sluice::auth::auth::Guest;
+use sluice::types::types::{Denial, Principal, RequestHead, Tier};
 use sluice_core::{api_key, errors, identity, route};
 use wasi::config::store as config;
 

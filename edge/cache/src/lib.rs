@@ -15,8 +15,8 @@
 
 wit_bindgen::generate!({ world: "cache-policy", path: "../../wit", generate_all });
 
-use exports::sluice::edge::cache::{Guest, LookupResult};
-use sluice::edge::types::{Principal, RequestHead, Response};
+use exports::sluice::cache::cache::{Guest, LookupResult};
+use sluice::types::types::{Principal, RequestHead, Response};
 use sluice_core::cache_entry::{self, CacheControl, Entry, Generation, Scope};
 use sluice_core::route;
 use wasi::config::store as config;
@@ -255,11 +255,24 @@ fn raise_generation(bucket: &store::Bucket, key: &str) -> Result<u64, ()> {
         let next = current.map_or(0, |c| c + 1).max(now_ms());
         match atomics::swap(cas, next.to_string().as_bytes()) {
             Ok(()) => return Ok(next),
-            Err(atomics::CasError::CasFailed(_)) => continue,
+            // Some stores report a swap they did write as failed (Spin 4.0.2's
+            // Redis store reports every one); what counts is that the
+            // generation is now at least `next`, by this caller or another.
+            Err(atomics::CasError::CasFailed(_)) => match stored_generation(bucket, key)? {
+                Some(now_stored) if now_stored >= next => return Ok(now_stored),
+                _ => continue,
+            },
             Err(atomics::CasError::StoreError(_)) => return Err(()),
         }
     }
     Err(())
+}
+
+fn stored_generation(bucket: &store::Bucket, key: &str) -> Result<Option<u64>, ()> {
+    match bucket.get(key) {
+        Ok(value) => Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())),
+        Err(_) => Err(()),
+    }
 }
 
 fn setting(name: &str) -> Option<String> {

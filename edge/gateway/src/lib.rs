@@ -22,9 +22,10 @@ spin_sdk::wit_bindgen::generate!({
     generate_all,
 });
 
-use sluice::edge::cache::{self, LookupResult};
-use sluice::edge::types::{Denial, Principal, RequestHead, Tier};
-use sluice::edge::{auth, rate_limit};
+use sluice::auth::auth;
+use sluice::cache::cache::{self, LookupResult};
+use sluice::rate_limit::rate_limit;
+use sluice::types::types::{Denial, Principal, RequestHead, Tier};
 
 type Headers = Vec<(String, String)>;
 

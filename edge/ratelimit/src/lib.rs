@@ -1,8 +1,8 @@
-//! Rate-limit policy: GCRA over the key-value store, several policies per
-//! request, the most restrictive deciding. Each policy keeps one record per
-//! subject (its theoretical arrival time), updated by atomic increment and
-//! compare-and-swap (see `decide`), so several edge instances on one Redis
-//! stay within the limit.
+//! Rate-limit policy: sliding-window counters in the key-value store, several
+//! policies per request, the most restrictive deciding. Each policy keeps a
+//! counter per subject and window, changed only by atomic `increment` (see
+//! `decide`), so several edge instances on one Redis stay within the limit and
+//! no store's representation of numbers or compare-and-swap behaviour matters.
 //!
 //! Variables (each `N/period[;burst=B][;fail=open|closed]` or `unlimited`):
 //! - `rate_limit_free`, `rate_limit_premium`, `rate_limit_admin`: per principal by tier;
@@ -17,16 +17,13 @@
 
 wit_bindgen::generate!({ world: "rate-limit-policy", path: "../../wit", generate_all });
 
-use exports::sluice::edge::rate_limit::Guest;
-use sluice::edge::types::{Denial, Principal, RequestHead, Tier};
-use sluice_core::gcra;
+use exports::sluice::rate_limit::rate_limit::Guest;
+use sluice::types::types::{Denial, Principal, RequestHead, Tier};
+use sluice_core::rate_window;
 use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
 use sluice_core::{errors, identity, route};
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
-
-/// Attempts at resetting an idle record before refusing (see `decide`).
-const MAX_CAS_ATTEMPTS: usize = 16;
 
 type Headers = Vec<(String, String)>;
 
@@ -146,60 +143,38 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One GCRA step against the shared record, built so concurrent callers never
-/// admit more than the quota together and rarely retry:
-/// - a record in the future (a bucket in use) advances by one atomic
-///   `increment` of the emission interval; a caller that finds itself over the
-///   tolerance takes its interval back and is refused (it may make a racing
-///   caller see a fuller bucket than there is: a refusal, never an admission);
-/// - a missing record, or one in the past (an idle bucket), is reset to
-///   `now + interval` by compare-and-swap; a caller that loses the race reads
-///   again and takes the first path.
-fn decide(quota: &gcra::Quota, key: &str, now: u64) -> Result<gcra::Decision, StoreUnavailable> {
+/// One sliding-window step, by atomic increments only (see
+/// `sluice_core::rate_window`): count this request in the current window's
+/// counter, read the previous window's with a zero increment, and take the
+/// request back out if it does not fit, so concurrent callers on one store
+/// never admit more than the limit together. The first request of a window
+/// deletes the counter two windows back, so a subject keeps at most two.
+fn decide(
+    quota: &rate_window::Quota,
+    key: &str,
+    now: u64,
+) -> Result<rate_window::Decision, StoreUnavailable> {
     let bucket = store::open("default").map_err(|_| StoreUnavailable)?;
-    let interval = quota.emission_interval_ms();
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        // A fresh handle per attempt: hosts differ in what a failed swap hands back.
-        let cas = atomics::Cas::new(&bucket, key).map_err(|_| StoreUnavailable)?;
-        let stored_tat = cas
-            .current()
-            .map_err(|_| StoreUnavailable)?
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
-        let read = gcra::decide(quota, stored_tat, now);
-        if !read.allowed {
-            return Ok(read);
-        }
-        match stored_tat {
-            Some(tat) if tat >= now => {
-                drop(cas);
-                let delta = i64::try_from(interval).map_err(|_| StoreUnavailable)?;
-                let advanced =
-                    atomics::increment(&bucket, key, delta).map_err(|_| StoreUnavailable)?;
-                let previous = u64::try_from(advanced)
-                    .unwrap_or(0)
-                    .saturating_sub(interval);
-                let decision = gcra::decide(quota, Some(previous), now);
-                if !decision.allowed {
-                    let _ = atomics::increment(&bucket, key, -delta);
-                }
-                return Ok(decision);
-            }
-            _ => match atomics::swap(cas, read.new_tat_ms.to_string().as_bytes()) {
-                Ok(()) => return Ok(read),
-                Err(atomics::CasError::CasFailed(_)) => continue,
-                Err(atomics::CasError::StoreError(_)) => return Err(StoreUnavailable),
-            },
-        }
+    let window = quota.window_index(now);
+    let counter = |index: u64| format!("{key}:{}:{index}", quota.window_ms());
+    let current_key = counter(window);
+    let current = atomics::increment(&bucket, &current_key, 1).map_err(|_| StoreUnavailable)?;
+    let previous = match window.checked_sub(1) {
+        Some(index) => atomics::increment(&bucket, &counter(index), 0)
+            .map_err(|_| StoreUnavailable)?,
+        None => 0,
+    };
+    if current == 1
+        && let Some(stale) = window.checked_sub(2)
+    {
+        let _ = bucket.delete(&counter(stale));
     }
-    // Never reached in practice (a lost reset race leads to the increment path);
-    // refusing keeps the limit rather than admitting unchecked.
-    Ok(gcra::Decision {
-        allowed: false,
-        remaining: 0,
-        retry_after_ms: interval,
-        reset_after_ms: interval,
-        new_tat_ms: now,
-    })
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let decision = rate_window::decide(quota, now, count(previous), count(current));
+    if !decision.allowed {
+        let _ = atomics::increment(&bucket, &current_key, -1);
+    }
+    Ok(decision)
 }
 
 fn too_many(mut headers: Headers, retry_after: u64) -> Denial {
