@@ -19,8 +19,8 @@ wit_bindgen::generate!({ world: "rate-limit-policy", path: "../../wit", generate
 
 use exports::sluice::rate_limit::rate_limit::Guest;
 use sluice::types::types::{Denial, Principal, RequestHead, Tier};
-use sluice_core::rate_window;
 use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
+use sluice_core::rate_window;
 use sluice_core::{errors, identity, route};
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
@@ -160,8 +160,9 @@ fn decide(
     let current_key = counter(window);
     let current = atomics::increment(&bucket, &current_key, 1).map_err(|_| StoreUnavailable)?;
     let previous = match window.checked_sub(1) {
-        Some(index) => atomics::increment(&bucket, &counter(index), 0)
-            .map_err(|_| StoreUnavailable)?,
+        Some(index) => {
+            atomics::increment(&bucket, &counter(index), 0).map_err(|_| StoreUnavailable)?
+        }
         None => 0,
     };
     if current == 1
