@@ -115,11 +115,9 @@ pub fn decide(quota: &Quota, now_ms: u64, previous: u64, current: u64) -> Decisi
         needed.saturating_sub(elapsed).max(1)
     } else {
         // In the next window, with this window's count as the previous one.
-        let faded = if others == 0 {
-            0
-        } else {
-            window - ((limit - 1) * window / others).min(window)
-        };
+        let faded = ((limit - 1) * window)
+            .checked_div(others)
+            .map_or(0, |room| window - room.min(window));
         window - elapsed + faded
     };
     Decision {
