@@ -5,7 +5,7 @@
 //! Compare-and-swap compares values, not versions, on both backends: a swap
 //! succeeds when the key still holds exactly what the guest read. Redis has no
 //! version to compare without WATCH (one connection per transaction), and for
-//! what the edge stores (arrival times, generations) an A-B-A change is harmless.
+//! what the edge swaps (cache generations, which only rise) an A-B-A change is harmless.
 
 use bytes::Bytes;
 use std::sync::Arc;
