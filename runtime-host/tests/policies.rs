@@ -201,6 +201,35 @@ mod rate_limit {
             .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))
     }
 
+    /// Sends `requests` concurrent requests of one free-tier subject,
+    /// alternating between two policy instances; how many were admitted.
+    pub async fn admitted_by_two(
+        first: Arc<Policy>,
+        second: Arc<Policy>,
+        requests: usize,
+    ) -> usize {
+        let subject = unique("shared");
+        let mut tasks = Vec::new();
+        for i in 0..requests {
+            let policy = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let who = principal(&subject, Tier::Free, &[]);
+            tasks.push(tokio::spawn(async move {
+                check(&policy, &who, &head("GET", "/v1/me", None))
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        admitted
+    }
+
     pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         headers
             .iter()
@@ -373,7 +402,6 @@ async fn rate_limit_follows_each_policys_fail_mode_when_the_store_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_two_instances_on_one_redis_never_exceed_the_limit() {
     use rate_limit::*;
-    use rate_limit_world::sluice::types::types::Tier;
     const LIMIT: usize = 40;
     let vars = [("rate_limit_free", "40/1h")];
     // Two stores, two connection sets: what two hosts on one Redis have.
@@ -387,25 +415,7 @@ async fn rate_limit_two_instances_on_one_redis_never_exceed_the_limit() {
         &vars,
         redis("redis://127.0.0.1:6379"),
     ));
-    let subject = unique("shared");
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let policy = if i % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
-        let who = principal(&subject, Tier::Free, &[]);
-        tasks.push(tokio::spawn(async move {
-            check(&policy, &who, &head("GET", "/v1/me", None))
-                .await
-                .is_ok()
-        }));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += usize::from(t.await.unwrap());
-    }
+    let admitted = admitted_by_two(first, second, 200).await;
     // Never more than the burst in the hour. At the boundary a refused caller
     // briefly holds a slot it then returns, so a racing caller may be refused
     // too: the count may fall short by a little, never exceed.
@@ -1406,30 +1416,11 @@ async fn conformance_policies_behave_alike_on_every_store_flavour() {
 #[tokio::test(flavor = "multi_thread")]
 async fn conformance_two_instances_never_exceed_the_limit_on_any_shared_flavour() {
     use rate_limit::*;
-    use rate_limit_world::sluice::types::types::Tier;
     for (flavour, stores) in store_flavours() {
         let vars = [("rate_limit_free", "40/1h")];
         let first = Arc::new(Policy::new("ratelimit", &vars, stores.clone()));
         let second = Arc::new(Policy::new("ratelimit", &vars, stores));
-        let subject = unique("conf-shared");
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let policy = if i % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            let who = principal(&subject, Tier::Free, &[]);
-            tasks.push(tokio::spawn(async move {
-                check(&policy, &who, &head("GET", "/v1/me", None))
-                    .await
-                    .is_ok()
-            }));
-        }
-        let mut admitted = 0;
-        for t in tasks {
-            admitted += usize::from(t.await.unwrap());
-        }
+        let admitted = admitted_by_two(first, second, 200).await;
         assert!(
             (36..=40).contains(&admitted),
             "{flavour}: admitted {admitted} of a quota of 40"
