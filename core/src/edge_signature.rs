@@ -63,6 +63,25 @@ pub fn sign(
     format!("{VERSION}={}", hex::encode(tag))
 }
 
+/// The three headers that carry an identity (`Identity::encode`'s header
+/// value) to the origin, signed for this method and path at `timestamp`: what
+/// the gateway, the auth policy's own calls, the load generator and the
+/// tests all send.
+pub fn signed_headers(
+    secret: &[u8],
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    identity: &str,
+) -> [(&'static str, String); 3] {
+    let signature = sign(secret, method, path_and_query, timestamp, identity);
+    [
+        (IDENTITY_HEADER, identity.to_string()),
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (SIGNATURE_HEADER, signature),
+    ]
+}
+
 /// What the origin received, borrowed from the request.
 pub struct Signed<'a> {
     pub method: &'a str,

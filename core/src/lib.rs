@@ -11,3 +11,4 @@ pub mod identity;
 pub mod rate_policy;
 pub mod rate_window;
 pub mod route;
+pub mod settings;

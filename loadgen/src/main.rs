@@ -470,18 +470,13 @@ fn edge_headers(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let signature = edge_signature::sign(
+    edge_signature::signed_headers(
         secret.as_bytes(),
         method.as_str(),
         path_and_query,
         now,
         identity,
-    );
-    [
-        (edge_signature::IDENTITY_HEADER, identity.to_string()),
-        (edge_signature::TIMESTAMP_HEADER, now.to_string()),
-        (edge_signature::SIGNATURE_HEADER, signature),
-    ]
+    )
 }
 
 async fn hold(args: HoldArgs) -> Result<serde_json::Value> {

@@ -24,6 +24,10 @@ pub struct Limits {
     pub request_timeout: std::time::Duration,
     /// Bound of each in-memory key-value store (keys and values).
     pub kv_memory_max_bytes: u64,
+    /// Host resources (streams, fields, pollables, ...) one request may hold
+    /// at once; past it a new one traps, so a guest cannot grow the host's
+    /// table without bound (wasmtime's own default is a million).
+    pub max_resources: usize,
 }
 
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -125,8 +129,6 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
     let variables = resolve_variables(loaded, env)?;
     let engine = engine(&limits)?;
     let linker = linker(&engine)?;
-
-    let base = loaded.base_dir();
     let mut labels: BTreeSet<String> = runtime.key_value_store.keys().cloned().collect();
     labels.insert("default".into());
 
@@ -145,84 +147,115 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
                 );
             }
         }
-        let resolved = |template: &str| manifest::expand(template, |n| variables.get(n).cloned());
-        let mut component_vars = BTreeMap::new();
-        for (name, template) in &spec.variables {
-            let value = resolved(template.get_ref()).with_context(|| {
-                format!("component `{id}` variable `{name}` refers to an unset variable")
-            })?;
-            component_vars.insert(name.clone(), value);
-        }
-        let mut allowed = Vec::new();
-        for entry in &spec.allowed_outbound_hosts {
-            let value = resolved(entry.get_ref()).with_context(|| {
-                format!("component `{id}`: allowed_outbound_hosts refers to an unset variable")
-            })?;
-            allowed.push(AllowedHost::parse(&value).map_err(|e| {
-                loaded.invalid(
-                    entry.span(),
-                    format!("component.{id}.allowed_outbound_hosts"),
-                    e.to_string(),
-                )
-            })?);
-        }
-
-        let source = base.join(spec.source.get_ref());
-        let main = std::fs::read(&source)
-            .with_context(|| format!("reading component `{id}` from {}", source.display()))?;
-        let bytes = if spec.dependencies.is_empty() {
-            main
-        } else {
-            let deps: Vec<DependencySpec> = spec
-                .dependencies
-                .iter()
-                .map(|(name, dep)| DependencySpec {
-                    name: name.clone(),
-                    path: base.join(&dep.get_ref().path),
-                    export: dep.get_ref().export.clone(),
-                })
-                .collect();
-            compose::compose(&id, &main, &deps, spec.dependencies_inherit_configuration)
-                .with_context(|| format!("composing component `{id}`"))?
-        };
-        let compiled = Component::new(&engine, &bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("compiling component `{id}`"))?;
-        let instance_pre = linker
-            .instantiate_pre(&compiled)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("linking component `{id}`"))?;
-        let pre = ProxyPre::new(instance_pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!("component `{id}` does not export wasi:http/incoming-handler")
-            })?;
-        let config = ComponentConfig {
-            id: id.clone(),
-            key_value_stores: spec.key_value_stores.clone(),
-            variables: component_vars,
-            environment: spec
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            outbound: OutboundPolicy::new(allowed),
-        };
+        let config = component_config(loaded, &id, spec, &variables)?;
+        let pre = prepare(loaded, &id, spec, &engine, &linker)?;
         index_of.insert(id, components.len());
         components.push(ServedComponent {
             config: Arc::new(config),
             pre,
         });
     }
+    Ok(App {
+        engine,
+        components,
+        routes: routes(loaded, &index_of),
+        stores: open_stores(runtime, labels, limits.kv_memory_max_bytes)?,
+        limits,
+    })
+}
 
+/// What a component may see and reach: its variables and outbound hosts with
+/// the application's variables filled in.
+fn component_config(
+    loaded: &Loaded,
+    id: &str,
+    spec: &manifest::Component,
+    variables: &BTreeMap<String, String>,
+) -> Result<ComponentConfig> {
+    let resolved = |template: &str| manifest::expand(template, |n| variables.get(n).cloned());
+    let mut component_vars = BTreeMap::new();
+    for (name, template) in &spec.variables {
+        let value = resolved(template.get_ref()).with_context(|| {
+            format!("component `{id}` variable `{name}` refers to an unset variable")
+        })?;
+        component_vars.insert(name.clone(), value);
+    }
+    let mut allowed = Vec::new();
+    for entry in &spec.allowed_outbound_hosts {
+        let value = resolved(entry.get_ref()).with_context(|| {
+            format!("component `{id}`: allowed_outbound_hosts refers to an unset variable")
+        })?;
+        allowed.push(AllowedHost::parse(&value).map_err(|e| {
+            loaded.invalid(
+                entry.span(),
+                format!("component.{id}.allowed_outbound_hosts"),
+                e.to_string(),
+            )
+        })?);
+    }
+    Ok(ComponentConfig {
+        id: id.to_string(),
+        key_value_stores: spec.key_value_stores.clone(),
+        variables: component_vars,
+        environment: spec
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        outbound: OutboundPolicy::new(allowed),
+    })
+}
+
+/// The component's bytes, composed with its dependencies as Spin composes
+/// them, compiled and pre-instantiated.
+fn prepare(
+    loaded: &Loaded,
+    id: &str,
+    spec: &manifest::Component,
+    engine: &Engine,
+    linker: &Linker<HostState>,
+) -> Result<ProxyPre<HostState>> {
+    let base = loaded.base_dir();
+    let source = base.join(spec.source.get_ref());
+    let main = std::fs::read(&source)
+        .with_context(|| format!("reading component `{id}` from {}", source.display()))?;
+    let bytes = if spec.dependencies.is_empty() {
+        main
+    } else {
+        let deps: Vec<DependencySpec> = spec
+            .dependencies
+            .iter()
+            .map(|(name, dep)| DependencySpec {
+                name: name.clone(),
+                path: base.join(&dep.get_ref().path),
+                export: dep.get_ref().export.clone(),
+            })
+            .collect();
+        compose::compose(id, &main, &deps, spec.dependencies_inherit_configuration)
+            .with_context(|| format!("composing component `{id}`"))?
+    };
+    let compiled = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("compiling component `{id}`"))?;
+    let instance_pre = linker
+        .instantiate_pre(&compiled)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("linking component `{id}`"))?;
+    ProxyPre::new(instance_pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("component `{id}` does not export wasi:http/incoming-handler"))
+}
+
+/// The HTTP triggers as routes, longest prefix first so `/v1/...` wins over `/...`.
+fn routes(loaded: &Loaded, index_of: &BTreeMap<String, usize>) -> Vec<RouteEntry> {
     let mut routes = Vec::new();
     for trigger in &loaded.manifest.trigger.http {
         let Route::Path(path) = trigger.route.get_ref() else {
             continue;
         };
         let component = index_of[trigger.component.get_ref()];
-        match path.strip_suffix("/...") {
-            Some(prefix) => routes.push(RouteEntry {
+        routes.push(match path.strip_suffix("/...") {
+            Some(prefix) => RouteEntry {
                 path: if prefix.is_empty() {
                     "/".into()
                 } else {
@@ -230,23 +263,16 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
                 },
                 prefix: true,
                 component,
-            }),
-            None => routes.push(RouteEntry {
+            },
+            None => RouteEntry {
                 path: path.clone(),
                 prefix: false,
                 component,
-            }),
-        }
+            },
+        });
     }
-    // Longest prefix first, so `/v1/...` wins over `/...`.
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-    Ok(App {
-        engine,
-        components,
-        routes,
-        stores: open_stores(runtime, labels, limits.kv_memory_max_bytes)?,
-        limits,
-    })
+    routes
 }
 
 /// The backend of every label: as `runtime-config.toml` says, else in memory.

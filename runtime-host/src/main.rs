@@ -49,6 +49,9 @@ struct AppArgs {
     /// entries are evicted beyond it. Redis stores are bounded by Redis itself.
     #[arg(long, default_value_t = 64, env = "SLUICE_HOST_KV_MEMORY_MIB")]
     kv_memory_mib: u64,
+    /// Host resources (streams, header fields, pollables) one request may hold at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_resources: usize,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +93,7 @@ fn load(args: &AppArgs) -> Result<app::App> {
         max_memory_bytes: args.max_memory_mib << 20,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         kv_memory_max_bytes: args.kv_memory_mib << 20,
+        max_resources: args.max_resources,
     };
     app::load(&loaded, &runtime, limits, &|name| std::env::var(name).ok())
 }

@@ -1,6 +1,6 @@
 //! HTTP front: one fresh `Store` per request from the pre-instantiated component.
 
-use crate::app::{App, EPOCH_TICK};
+use crate::app::{App, EPOCH_TICK, ServedComponent};
 use crate::state::HostState;
 use anyhow::Result;
 use bytes::Bytes;
@@ -14,9 +14,12 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
+use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
@@ -89,20 +92,7 @@ impl Server {
         let Ok(_slot) = self.slots.acquire().await else {
             return plain(503, "host is shutting down");
         };
-        let limits = &self.app.limits;
-        let mut store = Store::new(
-            &self.app.engine,
-            HostState::new(
-                component.config.clone(),
-                self.app.stores.clone(),
-                limits.max_memory_bytes,
-            ),
-        );
-        store.limiter(|s| &mut s.limits);
-        let ticks = (limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-
+        let mut store = self.new_store(component);
         let req = with_spin_headers(req, client, &route.path, route.prefix);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
@@ -120,49 +110,14 @@ impl Server {
                 return plain(400, "malformed request");
             }
         };
-        let pre = component.pre.clone();
         let id = component.config.id.clone();
-        let timeout = limits.request_timeout;
-        // The guest runs in its own task so it can keep streaming the body after
-        // the response head is sent; the timeout bounds the whole run. The task
-        // records the guest's own figures, whenever it ends.
-        let task = {
-            let id = id.clone();
-            tokio::spawn(async move {
-                let run = async {
-                    let instantiating = Instant::now();
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    metrics::histogram!("sluice_host_instantiation_duration_seconds", "component" => id.clone())
-                        .record(instantiating.elapsed().as_secs_f64());
-                    let executing = Instant::now();
-                    let handled = proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, incoming, out)
-                        .await;
-                    metrics::histogram!("sluice_host_execution_duration_seconds", "component" => id.clone())
-                        .record(executing.elapsed().as_secs_f64());
-                    handled
-                };
-                match tokio::time::timeout(timeout, run).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => {
-                        // The epoch deadline traps with `Interrupt`: a timeout too.
-                        let counter = match e.downcast_ref::<wasmtime::Trap>() {
-                            Some(wasmtime::Trap::Interrupt) => "sluice_host_timeouts_total",
-                            _ => "sluice_host_traps_total",
-                        };
-                        metrics::counter!(counter, "component" => id).increment(1);
-                        Err(e)
-                    }
-                    Err(_) => {
-                        metrics::counter!("sluice_host_timeouts_total", "component" => id)
-                            .increment(1);
-                        Err(wasmtime::format_err!("request exceeded {timeout:?}"))
-                    }
-                }
-            })
-        };
-
+        let guest = tokio::spawn(run_guest(
+            store,
+            component.pre.clone(),
+            incoming,
+            out,
+            self.app.limits.request_timeout,
+        ));
         let response = match receiver.await {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
@@ -170,7 +125,7 @@ impl Server {
                 plain(500, "component error")
             }
             Err(_) => {
-                let error = match task.await {
+                let error = match guest.await {
                     Ok(Ok(())) => "component never set a response".to_string(),
                     Ok(Err(e)) => format!("{e:?}"),
                     Err(e) => e.to_string(),
@@ -183,6 +138,69 @@ impl Server {
         tracing::debug!(component = %id, %method, path = %path, status = response.status().as_u16(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
         response
+    }
+
+    /// A fresh store for one request, with the host's limits applied.
+    fn new_store(&self, component: &ServedComponent) -> Store<HostState> {
+        let limits = &self.app.limits;
+        let mut store = Store::new(
+            &self.app.engine,
+            HostState::new(
+                component.config.clone(),
+                self.app.stores.clone(),
+                limits.max_memory_bytes,
+                limits.max_resources,
+            ),
+        );
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Instantiates the component and runs its handler. It runs in its own task
+/// so it can keep streaming the body after the response head is sent; the
+/// timeout bounds the whole run. The guest's own figures are recorded here,
+/// whenever it ends.
+async fn run_guest(
+    mut store: Store<HostState>,
+    pre: ProxyPre<HostState>,
+    incoming: Resource<HostIncomingRequest>,
+    out: Resource<HostResponseOutparam>,
+    timeout: std::time::Duration,
+) -> wasmtime::Result<()> {
+    let id = store.data().component.id.clone();
+    let run = async {
+        let instantiating = Instant::now();
+        let proxy = pre.instantiate_async(&mut store).await?;
+        metrics::histogram!("sluice_host_instantiation_duration_seconds", "component" => id.clone())
+            .record(instantiating.elapsed().as_secs_f64());
+        let executing = Instant::now();
+        let handled = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, out)
+            .await;
+        metrics::histogram!("sluice_host_execution_duration_seconds", "component" => id.clone())
+            .record(executing.elapsed().as_secs_f64());
+        handled
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            // The epoch deadline traps with `Interrupt`: a timeout too.
+            let counter = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => "sluice_host_timeouts_total",
+                _ => "sluice_host_traps_total",
+            };
+            metrics::counter!(counter, "component" => id).increment(1);
+            Err(e)
+        }
+        Err(_) => {
+            metrics::counter!("sluice_host_timeouts_total", "component" => id).increment(1);
+            Err(wasmtime::format_err!("request exceeded {timeout:?}"))
+        }
     }
 }
 

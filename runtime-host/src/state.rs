@@ -33,6 +33,7 @@ impl HostState {
         component: Arc<ComponentConfig>,
         stores: Stores,
         max_memory_bytes: usize,
+        max_resources: usize,
     ) -> HostState {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout()
@@ -41,7 +42,11 @@ impl HostState {
         HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(max_resources);
+                table
+            },
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 .instances(64)

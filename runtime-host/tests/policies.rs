@@ -116,7 +116,7 @@ impl Policy {
     fn store(&self) -> Store<HostState> {
         Store::new(
             &self.engine,
-            HostState::new(self.config.clone(), self.stores.clone(), 64 << 20),
+            HostState::new(self.config.clone(), self.stores.clone(), 64 << 20, 10_000),
         )
     }
 }

@@ -12,6 +12,7 @@
 use crate::fetch;
 use crate::wasi::keyvalue::store;
 use serde::{Deserialize, Serialize};
+use sluice_core::settings::OriginSettings;
 use sluice_core::{edge_signature, identity};
 
 /// What the origin says about an active key.
@@ -31,8 +32,7 @@ struct Cached {
 }
 
 pub struct Settings {
-    pub origin_url: String,
-    pub edge_secret: String,
+    pub origin: OriginSettings,
     pub cache_seconds: u64,
     pub negative_cache_seconds: u64,
 }
@@ -77,26 +77,16 @@ fn ask_origin(hash: &str, settings: &Settings, now_ms: u64) -> Result<Option<Iss
         tier: identity::Tier::Admin,
         kid: None,
         scopes: vec![identity::EDGE_INTERNAL_SCOPE.into()],
-    }
-    .encode();
-    let now_s = now_ms / 1000;
-    let signature = edge_signature::sign(
-        settings.edge_secret.as_bytes(),
+    };
+    let headers = edge_signature::signed_headers(
+        settings.origin.edge_secret.as_bytes(),
         "GET",
         &path,
-        now_s,
-        &caller,
+        now_ms / 1000,
+        &caller.encode(),
     );
-    let url = format!("{}{path}", settings.origin_url.trim_end_matches('/'));
-    let fetched = fetch::get_with(
-        &url,
-        &[
-            (edge_signature::IDENTITY_HEADER, caller),
-            (edge_signature::TIMESTAMP_HEADER, now_s.to_string()),
-            (edge_signature::SIGNATURE_HEADER, signature),
-        ],
-    )
-    .map_err(Unavailable)?;
+    let url = format!("{}{path}", settings.origin.origin_url);
+    let fetched = fetch::get_with(&url, &headers).map_err(Unavailable)?;
     match fetched.status {
         200 => serde_json::from_slice(&fetched.body)
             .map(Some)

@@ -19,18 +19,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-/// Settings read from variables, all optional: JWTs are refused when neither
-/// a secret nor a JWKS URL is set.
-pub struct Settings {
-    pub hs256_secret: Option<String>,
-    pub jwks_url: Option<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub leeway_seconds: u64,
-    pub tier_claim: String,
-    pub jwks_cache_seconds: u64,
-    pub jwks_refresh_interval_seconds: u64,
-}
+/// Read from variables by `sluice_core::settings`; JWTs are refused when
+/// neither a secret nor a JWKS URL is set.
+pub use sluice_core::settings::JwtSettings as Settings;
 
 /// Why a token was refused; the message goes to the client, so it names the
 /// rule, never key material.

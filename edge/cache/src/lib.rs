@@ -13,16 +13,22 @@
 //! Tickets handed to the gateway are `s:ttl:all:subject_gen:digest:subject`
 //! (store on offer) or `w:subject` (a write that invalidates on success).
 
-wit_bindgen::generate!({ world: "cache-policy", path: "../../wit", generate_all });
+wit_bindgen::generate!({
+    world: "cache-policy",
+    path: "../../wit",
+    with: { "sluice:types/types@0.1.0": sluice_edge_shared::types },
+    generate_all,
+});
 
 use exports::sluice::cache::cache::{Guest, LookupResult};
-use sluice::types::types::{Principal, RequestHead, Response};
 use sluice_core::cache_entry::{self, CacheControl, Entry, Generation, Scope};
 use sluice_core::route;
+use sluice_core::settings::CacheSettings;
+use sluice_edge_shared::now_ms;
+use sluice_edge_shared::types::{Principal, RequestHead, Response};
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
 
-const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Attempts at raising a generation under contention.
 const MAX_CAS_ATTEMPTS: usize = 32;
 
@@ -49,20 +55,21 @@ impl Guest for Cache {
         let Ok(bucket) = store::open("default") else {
             return LookupResult::Bypass(None);
         };
-        let invalidating = route::parse_list(&setting("cache_invalidate_on").unwrap_or_default())
-            .map(|patterns| route::any_matches(&patterns, &head.method, &head.path))
-            .unwrap_or(false);
-        if invalidating {
+        // A cache that cannot read its settings stays out of the way.
+        let Ok(settings) = settings() else {
+            return LookupResult::Bypass(None);
+        };
+        if route::any_matches(&settings.invalidate_on, &head.method, &head.path) {
             // Raised once the write succeeded (in `offer`). A read that raced
             // the write read the old generation in `find`, so whatever it
             // stores is unreachable after the raise: no stale entry survives.
             return LookupResult::Bypass(Some(format!("w:{}", who.subject)));
         }
-        let routes = setting("cache_routes").unwrap_or_default();
-        let Ok(routes) = cache_entry::parse_routes(&routes) else {
-            return LookupResult::Bypass(None);
-        };
-        let Some(route) = routes.iter().find(|r| r.matches(&head.method, &head.path)) else {
+        let Some(route) = settings
+            .routes
+            .iter()
+            .find(|r| r.matches(&head.method, &head.path))
+        else {
             return LookupResult::Bypass(None);
         };
         if head.method == "POST" && streams(&body) {
@@ -127,10 +134,10 @@ impl Guest for Cache {
         let Some(ticket) = StoreTicket::parse(&ticket) else {
             return false;
         };
-        let max_bytes = setting("cache_max_entry_bytes")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_MAX_ENTRY_BYTES);
-        if response.body.len() > max_bytes {
+        let Ok(settings) = settings() else {
+            return false;
+        };
+        if response.body.len() > settings.max_entry_bytes {
             return false;
         }
         let header = |name: &str| {
@@ -275,15 +282,10 @@ fn stored_generation(bucket: &store::Bucket, key: &str) -> Result<Option<u64>, (
     }
 }
 
-fn setting(name: &str) -> Option<String> {
-    config::get(name).ok().flatten()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn settings() -> Result<CacheSettings, ()> {
+    CacheSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| {
+        eprintln!("event=cache_settings_invalid error={:?}", e.to_string());
+    })
 }
 
 export!(Cache);

@@ -7,7 +7,8 @@
 //! `edge_secret` (shared with the origin).
 
 use futures::{SinkExt, StreamExt};
-use sluice_core::{edge_signature, errors, identity};
+use sluice_core::edge_signature;
+use sluice_core::settings::OriginSettings;
 use spin_sdk::http::conversions::TryFromIncomingRequest;
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingResponse, Request, Response, ResponseOutparam,
@@ -19,13 +20,14 @@ spin_sdk::wit_bindgen::generate!({
     world: "policies",
     path: "../../wit",
     runtime_path: "spin_sdk::wit_bindgen::rt",
+    with: { "sluice:types/types@0.1.0": sluice_edge_shared::types },
     generate_all,
 });
 
 use sluice::auth::auth;
 use sluice::cache::cache::{self, LookupResult};
 use sluice::rate_limit::rate_limit;
-use sluice::types::types::{Denial, Principal, RequestHead, Tier};
+use sluice_edge_shared::types::{Denial, Principal, RequestHead};
 
 type Headers = Vec<(String, String)>;
 
@@ -75,17 +77,15 @@ impl From<Response> for Reply {
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let reply = match Request::try_from_incoming_request(incoming).await {
         Ok(req) => gateway(req).await,
-        Err(e) => Reply::Whole(json(
-            400,
-            Vec::new(),
-            errors::openai_error(
+        Err(e) => Reply::Whole(from_denial(
+            Denial::openai(
+                400,
                 &format!("Could not read the request: {e}"),
                 "invalid_request_error",
                 None,
                 None,
-            )
-            .to_string()
-            .into_bytes(),
+            ),
+            Vec::new(),
         )),
     };
     match reply {
@@ -130,17 +130,15 @@ async fn gateway(req: Request) -> Reply {
     // The origin's internal routes answer only the edge's own signed calls;
     // clients never reach them through the gateway.
     if req.path().starts_with("/internal/") {
-        return Reply::Whole(json(
-            404,
-            Vec::new(),
-            errors::openai_error(
+        return Reply::Whole(from_denial(
+            Denial::openai(
+                404,
                 "Not found.",
                 "invalid_request_error",
                 Some("not_found"),
                 None,
-            )
-            .to_string()
-            .into_bytes(),
+            ),
+            Vec::new(),
         ));
     }
     let head = request_head(&req);
@@ -228,13 +226,8 @@ fn purge(req: &Request, limit_headers: Headers) -> Response {
         all: bool,
     }
     let refuse = |status: u16, message: &str, param: Option<&str>| {
-        let body = errors::openai_error(message, "invalid_request_error", None, param);
         from_denial(
-            Denial {
-                status,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: body.to_string().into_bytes(),
-            },
+            Denial::openai(status, message, "invalid_request_error", None, param),
             limit_headers.clone(),
         )
     };
@@ -272,13 +265,7 @@ fn purge(req: &Request, limit_headers: Headers) -> Response {
                 .into_bytes(),
         ),
         Err(message) => from_denial(
-            Denial {
-                status: 503,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: errors::openai_error(&message, "server_error", None, None)
-                    .to_string()
-                    .into_bytes(),
-            },
+            Denial::openai(503, &message, "server_error", None, None),
             limit_headers,
         ),
     }
@@ -318,27 +305,17 @@ async fn forward(
     headers: Headers,
     who: &Principal,
 ) -> Result<IncomingResponse, String> {
-    let origin = setting("origin_url")?;
-    let secret = setting("edge_secret")?;
+    let origin =
+        OriginSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| e.to_string())?;
     let path_and_query = req.path_and_query().unwrap_or("/").to_string();
-    let identity = identity::Identity {
-        sub: who.subject.clone(),
-        tier: match who.tier {
-            Tier::Free => identity::Tier::Free,
-            Tier::Premium => identity::Tier::Premium,
-            Tier::Admin => identity::Tier::Admin,
-        },
-        kid: who.key_id.clone(),
-        scopes: who.scopes.clone(),
-    }
-    .encode();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let method = req.method().to_string();
-    let signature =
-        edge_signature::sign(secret.as_bytes(), &method, &path_and_query, now, &identity);
+    let signed = edge_signature::signed_headers(
+        origin.edge_secret.as_bytes(),
+        &method,
+        &path_and_query,
+        sluice_edge_shared::unix_now(),
+        &who.identity().encode(),
+    );
     let client_addr = headers
         .iter()
         .find(|(name, _)| name == "spin-client-addr")
@@ -347,7 +324,7 @@ async fn forward(
     let mut builder = Request::builder();
     builder
         .method(req.method().clone())
-        .uri(format!("{}{path_and_query}", origin.trim_end_matches('/')));
+        .uri(format!("{}{path_and_query}", origin.origin_url));
     for (name, value) in headers {
         if !STRIPPED_REQUEST_HEADERS.contains(&name.as_str()) {
             builder.header(name, value);
@@ -356,32 +333,25 @@ async fn forward(
     if let Some(addr) = client_addr {
         builder.header("x-forwarded-for", addr);
     }
-    builder
-        .header(edge_signature::IDENTITY_HEADER, identity)
-        .header(edge_signature::TIMESTAMP_HEADER, now.to_string())
-        .header(edge_signature::SIGNATURE_HEADER, signature);
+    for (name, value) in signed {
+        builder.header(name, value);
+    }
     let outbound = builder.body(req.into_body()).build();
     spin_sdk::http::send::<_, IncomingResponse>(outbound)
         .await
         .map_err(|e| format!("origin request failed: {e}"))
 }
 
-fn setting(name: &str) -> Result<String, String> {
-    match config::get(name) {
-        Ok(Some(value)) if !value.is_empty() => Ok(value),
-        _ => Err(format!("edge variable `{name}` is not set")),
-    }
-}
-
 /// 502 in OpenAI's shape: the origin could not be reached or broke off.
 fn origin_failed(message: &str, limit_headers: Headers) -> Response {
-    let body = errors::openai_error(message, "server_error", Some("origin_unreachable"), None);
     from_denial(
-        Denial {
-            status: 502,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.to_string().into_bytes(),
-        },
+        Denial::openai(
+            502,
+            message,
+            "server_error",
+            Some("origin_unreachable"),
+            None,
+        ),
         limit_headers,
     )
 }

@@ -17,6 +17,12 @@ async fn handle(req: Request) -> Response {
             }
             Response::new(200, format!("allocated {} MiB", chunks.len()))
         }
+        "/resources" => {
+            // Hold ever more host resources, past the host's per-request cap.
+            let held: Vec<spin_sdk::http::Fields> =
+                (0..20_000).map(|_| spin_sdk::http::Fields::new()).collect();
+            Response::new(200, format!("held {} resources", held.len()))
+        }
         "/fetch" => {
             let url = req
                 .query()

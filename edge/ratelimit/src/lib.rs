@@ -15,13 +15,20 @@
 //! fail-closed one refuses with 503; either way one log line on stderr
 //! (`event=rate_limit_store_unavailable`) counts it.
 
-wit_bindgen::generate!({ world: "rate-limit-policy", path: "../../wit", generate_all });
+wit_bindgen::generate!({
+    world: "rate-limit-policy",
+    path: "../../wit",
+    with: { "sluice:types/types@0.1.0": sluice_edge_shared::types },
+    generate_all,
+});
 
 use exports::sluice::rate_limit::rate_limit::Guest;
-use sluice::types::types::{Denial, Principal, RequestHead, Tier};
 use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
 use sluice_core::rate_window;
-use sluice_core::{errors, identity, route};
+use sluice_core::settings::RateLimitSettings;
+use sluice_core::{identity, route};
+use sluice_edge_shared::now_ms;
+use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier};
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
 
@@ -38,12 +45,10 @@ struct Check {
 
 impl Guest for RateLimit {
     fn check(who: Principal, head: RequestHead) -> Result<Headers, Denial> {
-        let checks = applicable(&who, &head).map_err(|e| server_error(&e))?;
-        let default_fail = match setting("rate_limit_fail_mode") {
-            Some(mode) => FailMode::parse(&mode)
-                .ok_or_else(|| server_error("rate_limit_fail_mode must be `open` or `closed`"))?,
-            None => FailMode::Open,
-        };
+        let settings = RateLimitSettings::load(|name| config::get(name).ok().flatten())
+            .map_err(|e| Denial::server_error(&e.to_string()))?;
+        let checks = applicable(&who, &head, &settings);
+        let default_fail = settings.fail_mode;
         let now = now_ms();
         let mut applied = Vec::with_capacity(checks.len());
         for check in checks {
@@ -71,16 +76,19 @@ impl Guest for RateLimit {
                         mode.as_str()
                     );
                     if mode == FailMode::Closed {
-                        return Err(unavailable());
+                        return Err(Denial::unavailable(
+                            "Rate limiter unavailable.",
+                            "rate_limiter_unavailable",
+                        ));
                     }
                 }
             }
         }
         let headers = rate_policy::headers(&applied);
         match rate_policy::most_restrictive(&applied) {
-            Some(decisive) if !decisive.decision.allowed => Err(too_many(
-                headers,
+            Some(decisive) if !decisive.decision.allowed => Err(Denial::rate_limited(
                 rate_policy::retry_after_seconds(&decisive.decision),
+                headers,
             )),
             _ => Ok(headers),
         }
@@ -89,59 +97,40 @@ impl Guest for RateLimit {
 
 /// The policies for this caller and route, narrowest first, so a refusal by a
 /// narrow policy does not charge the wider ones.
-fn applicable(who: &Principal, head: &RequestHead) -> Result<Vec<Check>, String> {
-    let spec = |name: &str, default: &str| -> Result<PolicySpec, String> {
-        let value = setting(name).unwrap_or_else(|| default.to_string());
-        PolicySpec::parse(&value).map_err(|e| format!("{name}: {e}"))
-    };
+fn applicable(who: &Principal, head: &RequestHead, settings: &RateLimitSettings) -> Vec<Check> {
     let anonymous = who.scopes.iter().any(|s| s == identity::ANONYMOUS_SCOPE);
     let mut checks = Vec::new();
-    if let Some(ip) = &head.client_ip {
-        let ai_routes = route::parse_list(&setting("ai_routes").unwrap_or_default())
-            .map_err(|e| format!("ai_routes: {e}"))?;
-        if anonymous && route::any_matches(&ai_routes, &head.method, &head.path) {
-            checks.push(Check {
-                name: "anonymous-ai",
-                spec: spec("rate_limit_anonymous_ai", "50/15m")?,
-                key: format!("rl:anonymous-ai:{ip}"),
-            });
-        }
+    if let Some(ip) = &head.client_ip
+        && anonymous
+        && route::any_matches(&settings.ai_routes, &head.method, &head.path)
+    {
+        checks.push(Check {
+            name: "anonymous-ai",
+            spec: settings.anonymous_ai,
+            key: format!("rl:anonymous-ai:{ip}"),
+        });
     }
-    let (tier, tier_default) = match who.tier {
-        Tier::Free => ("free", "60/1m"),
-        Tier::Premium => ("premium", "300/1m"),
-        Tier::Admin => ("admin", "unlimited"),
+    let (tier, spec) = match who.tier {
+        Tier::Free => ("free", settings.free),
+        Tier::Premium => ("premium", settings.premium),
+        Tier::Admin => ("admin", settings.admin),
     };
     checks.push(Check {
         name: tier,
-        spec: spec(&format!("rate_limit_{tier}"), tier_default)?,
+        spec,
         key: format!("rl:{tier}:{}", who.subject),
     });
     if let Some(ip) = &head.client_ip {
         checks.push(Check {
             name: "ip",
-            spec: spec("rate_limit_ip", "1000/15m")?,
+            spec: settings.ip,
             key: format!("rl:ip:{ip}"),
         });
     }
-    Ok(checks)
-}
-
-fn setting(name: &str) -> Option<String> {
-    config::get(name)
-        .ok()
-        .flatten()
-        .filter(|v| !v.trim().is_empty())
+    checks
 }
 
 struct StoreUnavailable;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// One sliding-window step, by atomic increments only (see
 /// `sluice_core::rate_window`): count this request in the current window's
@@ -176,44 +165,6 @@ fn decide(
         let _ = atomics::increment(&bucket, &current_key, -1);
     }
     Ok(decision)
-}
-
-fn too_many(mut headers: Headers, retry_after: u64) -> Denial {
-    headers.push(("retry-after".into(), retry_after.to_string()));
-    headers.push(("content-type".into(), "application/json".into()));
-    Denial {
-        status: 429,
-        headers,
-        body: errors::rate_limited(retry_after).to_string().into_bytes(),
-    }
-}
-
-fn unavailable() -> Denial {
-    Denial {
-        status: 503,
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("retry-after".into(), "1".into()),
-        ],
-        body: errors::openai_error(
-            "Rate limiter unavailable.",
-            "server_error",
-            Some("rate_limiter_unavailable"),
-            None,
-        )
-        .to_string()
-        .into_bytes(),
-    }
-}
-
-fn server_error(message: &str) -> Denial {
-    Denial {
-        status: 500,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: errors::openai_error(message, "server_error", None, None)
-            .to_string()
-            .into_bytes(),
-    }
 }
 
 export!(RateLimit);
