@@ -3,9 +3,11 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +40,9 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// HMAC key shared with the edge (`edge_secret` there). Required.
-    pub secret: Option<String>,
+    /// Never serialised or shown in `Debug`.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<SecretString>,
     /// How far an edge timestamp may be from the origin's clock, in seconds.
     pub max_skew_secs: u64,
 }
@@ -155,6 +159,11 @@ pub struct QueueConfig {
     /// On SIGTERM, how long running jobs may take before they are released.
     pub drain_timeout_secs: u64,
     pub cleanup_interval_secs: u64,
+    /// Whether a job may be answered from the semantic cache (when it is
+    /// configured) and stores its answer there.
+    pub semantic_cache: bool,
+    /// Whether identical jobs running at once share one upstream call.
+    pub coalesce: bool,
 }
 
 impl Default for QueueConfig {
@@ -173,6 +182,8 @@ impl Default for QueueConfig {
             poll_interval_ms: 250,
             drain_timeout_secs: 30,
             cleanup_interval_secs: 60,
+            semantic_cache: false,
+            coalesce: false,
         }
     }
 }
@@ -186,10 +197,22 @@ pub enum QueueBackend {
     RedisStreams,
 }
 
+/// The queue's timings, resolved from `[queue]`.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub visibility_timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long completed and cancelled jobs are kept.
+    pub retention: Duration,
+    /// How long dead-lettered jobs are kept for inspection and redrive.
+    pub dead_retention: Duration,
+}
+
 impl QueueConfig {
-    pub fn settings(&self) -> crate::jobs::QueueSettings {
-        use std::time::Duration;
-        crate::jobs::QueueSettings {
+    pub fn settings(&self) -> QueueSettings {
+        QueueSettings {
             visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
             max_attempts: self.max_attempts,
             backoff_base: Duration::from_millis(self.backoff_base_ms),
@@ -264,6 +287,11 @@ pub struct ConversationsConfig {
     pub default_model: Option<String>,
     /// Earlier messages sent as context with each new one.
     pub context_messages: u32,
+    /// Whether a turn may be answered from the semantic cache (when it is
+    /// configured) and stores its answer there.
+    pub semantic_cache: bool,
+    /// Whether identical turns in flight at once share one upstream call.
+    pub coalesce: bool,
 }
 
 impl Default for ConversationsConfig {
@@ -271,6 +299,8 @@ impl Default for ConversationsConfig {
         ConversationsConfig {
             default_model: None,
             context_messages: 50,
+            semantic_cache: false,
+            coalesce: false,
         }
     }
 }
@@ -297,8 +327,9 @@ pub struct DeploymentConfig {
     #[serde(default)]
     pub model: Option<String>,
     /// Provider keys. Prefer `keys_env`: keys in files end up in backups.
-    #[serde(default)]
-    pub keys: Vec<String>,
+    /// After loading, also the keys `keys_env` named (resolved once).
+    #[serde(default, skip_serializing)]
+    pub keys: Vec<SecretString>,
     /// Environment variable holding comma-separated keys (`ANTHROPIC_API_KEYS=k1,k2`).
     #[serde(default)]
     pub keys_env: Option<String>,
@@ -319,21 +350,20 @@ pub struct DeploymentConfig {
 }
 
 impl DeploymentConfig {
-    /// The configured keys plus those in `keys_env`.
-    pub fn resolve_keys(&self) -> Result<Vec<String>, String> {
-        let mut keys = self.keys.clone();
+    /// Adds the keys in `keys_env` to `keys`, once, when the config is loaded.
+    fn resolve_keys_env(&mut self) -> Result<(), String> {
         if let Some(var) = &self.keys_env {
             let value = std::env::var(var)
                 .map_err(|_| format!("environment variable `{var}` is not set"))?;
-            keys.extend(
+            self.keys.extend(
                 value
                     .split(',')
                     .map(str::trim)
                     .filter(|k| !k.is_empty())
-                    .map(str::to_string),
+                    .map(|k| SecretString::from(k.to_string())),
             );
         }
-        Ok(keys)
+        Ok(())
     }
 }
 
@@ -436,29 +466,43 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        for deployment in config.models.iter_mut().flat_map(|m| &mut m.deployments) {
+            deployment
+                .resolve_keys_env()
+                .map_err(|message| ConfigError::Invalid {
+                    field: "models.deployments.keys_env",
+                    message,
+                })?;
+        }
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_edge()?;
+        self.validate_models()?;
+        self.validate_settings()?;
+        self.validate_database()
+    }
+
+    fn validate_edge(&self) -> Result<(), ConfigError> {
         match &self.edge.secret {
-            None => {
-                return Err(ConfigError::Invalid {
-                    field: "edge.secret",
-                    message:
-                        "required: the HMAC key shared with the edge (env SLUICE_EDGE__SECRET)"
-                            .into(),
-                });
-            }
-            Some(s) if s.len() < MIN_SECRET_LEN => {
-                return Err(ConfigError::Invalid {
-                    field: "edge.secret",
-                    message: format!("must be at least {MIN_SECRET_LEN} characters"),
-                });
-            }
-            Some(_) => {}
+            None => Err(ConfigError::Invalid {
+                field: "edge.secret",
+                message: "required: the HMAC key shared with the edge (env SLUICE_EDGE__SECRET)"
+                    .into(),
+            }),
+            Some(s) if s.expose_secret().len() < MIN_SECRET_LEN => Err(ConfigError::Invalid {
+                field: "edge.secret",
+                message: format!("must be at least {MIN_SECRET_LEN} characters"),
+            }),
+            Some(_) => Ok(()),
         }
+    }
+
+    /// At least one model, each named once, each with a servable deployment.
+    fn validate_models(&self) -> Result<(), ConfigError> {
         if self.models.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "models",
@@ -487,18 +531,41 @@ impl Config {
                         message: format!("`{}`: an openai deployment needs base_url", model.name),
                     });
                 }
-                deployment
-                    .resolve_keys()
-                    .map_err(|message| ConfigError::Invalid {
-                        field: "models.deployments.keys_env",
-                        message,
-                    })?;
             }
         }
+        let configured = |model: &str| self.models.iter().any(|m| m.name == model);
+        for (field, model) in [
+            (
+                "cache.semantic.embeddings_model",
+                &self.cache.semantic.embeddings_model,
+            ),
+            (
+                "conversations.default_model",
+                &self.conversations.default_model,
+            ),
+        ] {
+            if let Some(model) = model
+                && !configured(model)
+            {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("`{model}` is not a configured model"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Shares between 0 and 1, counts of at least 1.
+    fn validate_settings(&self) -> Result<(), ConfigError> {
         for (field, share) in [
             ("simulated.error_rate", self.simulated.error_rate),
             ("simulated.rate_limit_rate", self.simulated.rate_limit_rate),
             ("routing.critical_reserve", self.routing.critical_reserve),
+            (
+                "cache.semantic.threshold",
+                f64::from(self.cache.semantic.threshold),
+            ),
         ] {
             if !(0.0..=1.0).contains(&share) {
                 return Err(ConfigError::Invalid {
@@ -507,40 +574,27 @@ impl Config {
                 });
             }
         }
-        if let Some(model) = &self.cache.semantic.embeddings_model
-            && !self.models.iter().any(|m| &m.name == model)
-        {
+        for (field, count) in [
+            ("queue.max_attempts", self.queue.max_attempts),
+            ("routing.attempts", self.routing.attempts),
+        ] {
+            if count == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::Invalid {
-                field: "cache.semantic.embeddings_model",
-                message: format!("`{model}` is not a configured model"),
+                field: "server.body_limit_bytes",
+                message: "must be positive".into(),
             });
         }
-        if !(0.0..=1.0).contains(&self.cache.semantic.threshold) {
-            return Err(ConfigError::Invalid {
-                field: "cache.semantic.threshold",
-                message: "must be between 0 and 1".into(),
-            });
-        }
-        if self.queue.max_attempts == 0 {
-            return Err(ConfigError::Invalid {
-                field: "queue.max_attempts",
-                message: "must be at least 1".into(),
-            });
-        }
-        if let Some(model) = &self.conversations.default_model
-            && !self.models.iter().any(|m| &m.name == model)
-        {
-            return Err(ConfigError::Invalid {
-                field: "conversations.default_model",
-                message: format!("`{model}` is not a configured model"),
-            });
-        }
-        if self.routing.attempts == 0 {
-            return Err(ConfigError::Invalid {
-                field: "routing.attempts",
-                message: "must be at least 1".into(),
-            });
-        }
+        Ok(())
+    }
+
+    fn validate_database(&self) -> Result<(), ConfigError> {
         let db = &self.database;
         if !(db.url.starts_with("sqlite:")
             || db.url.starts_with("postgres:")
@@ -555,12 +609,6 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "database.max_connections",
                 message: "must be positive and at least min_connections".into(),
-            });
-        }
-        if self.server.body_limit_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                field: "server.body_limit_bytes",
-                message: "must be positive".into(),
             });
         }
         Ok(())

@@ -62,11 +62,3 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
     MIGRATIONS.run(&pool).await?;
     Ok(pool)
 }
-
-/// Milliseconds since the Unix epoch, the unit of every `*_at_ms` column.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

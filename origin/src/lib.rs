@@ -1,28 +1,29 @@
 //! The Sluice origin: generation behind the edge.
+//!
+//! Modules by layer, each depending only on those below it:
+//! - `app`: the state, the routers merged and the layer stack;
+//! - features, each with its routes: `generation` (chat completions,
+//!   embeddings, models), `conversations`, `queue` (jobs and workers),
+//!   `keys`, `ops` (metrics, probes, stats, status page), and `simulator`
+//!   (the simulated provider served on its own);
+//! - `http`: what every handler shares (errors, extractors, edge signature);
+//! - the domain: `routing` (deployments, retries, breakers, key pools,
+//!   coalescing), `provider`, `cache`, `openai` (wire types), `priority`;
+//! - `config`, `clock`, `db`.
 
-pub mod admin;
 pub mod app;
 pub mod cache;
-pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod conversations;
-pub mod conversations_api;
 pub mod db;
-pub mod edge_auth;
-pub mod error;
-pub mod job_streams;
-pub mod jobs;
-pub mod jobs_api;
-pub mod keypool;
+pub mod generation;
+pub mod http;
 pub mod keys;
 pub mod openai;
 pub mod ops;
 pub mod priority;
 pub mod provider;
-pub mod resilience;
+pub mod queue;
 pub mod routing;
-pub mod semantic;
 pub mod simulator;
-pub mod usage;
-pub mod window;
-pub mod worker;

@@ -5,7 +5,7 @@ use sluice_origin::app::{AppState, app};
 use sluice_origin::config::{Config, SimulatedConfig};
 use sluice_origin::keys::{KeyStore, NewKey};
 use sluice_origin::ops;
-use sluice_origin::worker::{self, Runner, WorkerSettings};
+use sluice_origin::queue::worker::{self, WorkerSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             .await
             .context("starting the origin")?;
         let (stop, stopped) = watch::channel(false);
-        let runner = Runner::for_state(&state);
+        let runner = state.runner();
         let mut settings = WorkerSettings {
             concurrency: config.queue.workers,
             poll_interval: Duration::from_millis(config.queue.poll_interval_ms),
@@ -145,9 +145,9 @@ fn run(cli: Cli) -> Result<()> {
         // Workers and API processes alike expose metrics and probes.
         let admin = bind(config.server.admin_listen).await?;
         println!("admin on http://{}", admin.local_addr()?);
-        let sampler = ops::spawn_sampler(state.clone());
+        let sampler = ops::spawn_sampler(state.ops.clone());
         let admin = tokio::spawn(
-            axum::serve(admin, ops::admin_app(state.clone()))
+            axum::serve(admin, ops::admin_app(state.ops.clone()))
                 .with_graceful_shutdown(stopping(stopped.clone()))
                 .into_future(),
         );

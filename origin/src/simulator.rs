@@ -4,15 +4,15 @@
 //! failures are the configured ones (`[simulated]`): 429 with `Retry-After`,
 //! and 5xx. Each request is one provider call: no retries, no coalescing.
 
-use crate::chat;
 use crate::config::SimulatedConfig;
-use crate::error::ApiError;
-use crate::keypool::{KeyBudgets, KeyPool};
+use crate::generation::usage::UsageLog;
+use crate::generation::{Generate, GenerationService, ReusePolicy, Surface, parse, render, stream};
+use crate::http::ApiError;
 use crate::priority::Priority;
 use crate::provider::simulated::Simulated;
-use crate::resilience::Breaker;
+use crate::routing::keypool::{KeyBudgets, KeyPool};
+use crate::routing::resilience::Breaker;
 use crate::routing::{Deployment, Engine, Pricing, RetryPolicy};
-use crate::usage::UsageLog;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
@@ -50,6 +50,16 @@ fn engine(config: SimulatedConfig) -> Engine {
     )
 }
 
+/// Nothing reused and nothing recorded: each request is one call.
+fn service(config: SimulatedConfig) -> GenerationService {
+    GenerationService::new(
+        Arc::new(engine(config)),
+        None,
+        UsageLog::discard(),
+        ReusePolicy::default(),
+    )
+}
+
 pub fn app(config: SimulatedConfig) -> Router {
     Router::new()
         .route(
@@ -58,51 +68,49 @@ pub fn app(config: SimulatedConfig) -> Router {
         )
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
-        .with_state(Arc::new(engine(config)))
+        .with_state(service(config))
 }
 
+/// Any model name is served by the one simulated deployment; answers name
+/// the model the client asked for.
 async fn chat_completions(
-    State(engine): State<Arc<Engine>>,
+    State(generation): State<GenerationService>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let asked = chat::parse(&body)?;
+    let asked = parse::parse(&body)?;
     let mut routed = asked.clone();
     routed.model = ALIAS.into();
-    let routed = Arc::new(routed);
-    let now = crate::app::unix_now();
+    let generate = Generate {
+        surface: Surface::ChatCompletions,
+        request: Arc::new(routed),
+        subject: "simulator".into(),
+        priority: Priority::Normal,
+        fingerprint: body,
+        refuses_cache: false,
+    };
     if asked.is_stream() {
-        let served = engine.stream(routed, Priority::Normal).await?;
-        return Ok(chat::stream_response(
-            served,
-            &asked,
-            "simulator",
-            now,
-            &UsageLog::discard(),
+        let streamed = generation.stream(generate).await?;
+        return Ok(stream::sse_response(
+            streamed,
+            &asked.model,
+            asked.include_usage(),
             None,
         ));
     }
-    let (served, _) = engine.complete(routed, Priority::Normal, None).await?;
-    let body = chat::completion_body(&served.value, &asked.model, now);
-    Ok(chat::completion_response(
-        &served,
-        body,
-        "simulator",
-        false,
-        &UsageLog::discard(),
-    ))
+    let mut completion = generation.complete(generate).await?;
+    completion.body.model = asked.model;
+    Ok(render::completion_response(completion))
 }
 
-async fn embeddings(State(engine): State<Arc<Engine>>, body: Bytes) -> Result<Response, ApiError> {
-    let request = chat::parse_embeddings(&body)?;
-    let inputs = Arc::new(request.input.clone().into_vec());
-    let served = engine
-        .embed(ALIAS, Arc::clone(&inputs), Priority::Normal)
+async fn embeddings(
+    State(generation): State<GenerationService>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut request = parse::parse_embeddings(&body)?;
+    let asked = std::mem::replace(&mut request.model, ALIAS.into());
+    let embedded = generation
+        .embed("simulator", &request, Priority::Normal)
         .await?;
-    Ok(chat::embeddings_response(
-        &served,
-        &request,
-        &inputs,
-        "simulator",
-        &UsageLog::discard(),
-    ))
+    request.model = asked;
+    Ok(render::embeddings_response(&embedded, &request))
 }

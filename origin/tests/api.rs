@@ -8,9 +8,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use sluice_core::edge_signature::{self, IDENTITY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use sluice_core::edge_signature;
 use sluice_core::identity::{Identity, Tier};
-use sluice_origin::app::{AppState, app, unix_now};
+use sluice_origin::app::{AppState, app};
+use sluice_origin::clock::unix_now;
 use sluice_origin::config::Config;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -43,17 +44,16 @@ fn alice() -> Identity {
 }
 
 fn signed(method: &str, path: &str, body: impl Into<Body>, at: u64) -> Request<Body> {
-    let identity = alice().encode();
-    let signature = edge_signature::sign(SECRET.as_bytes(), method, path, at, &identity);
-    Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
-        .header(IDENTITY_HEADER, identity)
-        .header(TIMESTAMP_HEADER, at.to_string())
-        .header(SIGNATURE_HEADER, signature)
-        .body(body.into())
-        .unwrap()
+        .header("content-type", "application/json");
+    for (name, value) in
+        edge_signature::signed_headers(SECRET.as_bytes(), method, path, at, &alice().encode())
+    {
+        request = request.header(name, value);
+    }
+    request.body(body.into()).unwrap()
 }
 
 async fn send(req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -219,4 +219,70 @@ async fn models_and_me_reflect_config_and_identity() {
         (me["subject"].as_str(), me["tier"].as_str()),
         (Some("alice"), Some("premium"))
     );
+}
+
+/// The `sluice_http_requests_total` count for one route and status, read
+/// from the process's Prometheus recorder.
+fn requests_counted(route: &str, status: u16) -> u64 {
+    let page = sluice_telemetry::prometheus().render();
+    page.lines()
+        .filter(|l| l.starts_with("sluice_http_requests_total{"))
+        .filter(|l| l.contains(&format!("route=\"{route}\"")))
+        .filter(|l| l.contains(&format!("status=\"{status}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_is_counted_with_the_504_the_client_got() {
+    sluice_telemetry::prometheus();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        "[edge]\nsecret = \"{SECRET}\"\n[simulated]\ntime_to_first_token_ms = 5000\n\
+         [database]\nurl = \"sqlite://{}?mode=rwc\"\nmin_connections = 1\n",
+        dir.path().join("timeout.db").display()
+    ))
+    .unwrap();
+    let db = sluice_origin::db::connect(&config.database).await.unwrap();
+    let state = AppState::new(&config, db).await.unwrap();
+    let before = requests_counted("/v1/chat/completions", 504);
+    let router = app(state.clone(), Duration::from_millis(200));
+    let response = router
+        .oneshot(signed("POST", "/v1/chat/completions", CHAT, unix_now()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(requests_counted("/v1/chat/completions", 504), before + 1);
+    let window = state.ops.window.summary(unix_now() + 1, 5);
+    assert_eq!(window.requests, 1);
+    assert_eq!(
+        window.error_rate, 1.0,
+        "the 504 is an error in the status window"
+    );
+}
+
+#[expect(clippy::panic, reason = "the route exists to panic")]
+async fn panicking() -> StatusCode {
+    panic!("handler panicked")
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_is_counted_with_the_500_the_client_got() {
+    sluice_telemetry::prometheus();
+    let window = std::sync::Arc::new(sluice_origin::ops::window::RequestWindow::default());
+    // The layers `app` puts around every public route, around a route that panics.
+    let routes = axum::Router::new().route("/test/panics", axum::routing::get(panicking));
+    let router = sluice_origin::app::counted(
+        sluice_origin::app::guarded(routes, Duration::from_secs(5)),
+        std::sync::Arc::clone(&window),
+    );
+    let before = requests_counted("/test/panics", 500);
+    let response = router
+        .oneshot(Request::get("/test/panics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(requests_counted("/test/panics", 500), before + 1);
+    let summary = window.summary(unix_now() + 1, 5);
+    assert_eq!((summary.requests, summary.error_rate), (1, 1.0));
 }

@@ -14,9 +14,9 @@ use common::{TestDb, call, identity, send, signed, state_and_router};
 use serde_json::{Value, json};
 use sluice_core::identity::Tier;
 use sluice_origin::app::AppState;
-use sluice_origin::jobs::{JobQueue, JobStatus, NewJob};
 use sluice_origin::priority::Priority;
-use sluice_origin::worker::{self, Runner, WorkerSettings};
+use sluice_origin::queue::worker::{self, WorkerSettings};
+use sluice_origin::queue::{JobQueue, JobStatus, NewJob};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -340,7 +340,7 @@ async fn wait_for_job(
 
 fn start_workers(state: &AppState, concurrency: usize) -> watch::Sender<bool> {
     let (stop, stopped) = watch::channel(false);
-    let runner = Runner::for_state(state);
+    let runner = state.runner();
     let settings = WorkerSettings {
         concurrency,
         poll_interval: Duration::from_millis(20),

@@ -10,9 +10,10 @@ mod upstream;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sluice_core::edge_signature::{self, IDENTITY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use sluice_core::edge_signature;
 use sluice_core::identity::{Identity, Tier};
-use sluice_origin::app::{AppState, app, unix_now};
+use sluice_origin::app::{AppState, app};
+use sluice_origin::clock::unix_now;
 use sluice_origin::config::Config;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -124,14 +125,13 @@ impl Origin {
             scopes: vec![],
         }
         .encode();
-        let now = unix_now();
-        let signature = edge_signature::sign(SECRET.as_bytes(), "POST", path, now, &identity);
-        self.client
-            .post(format!("http://{}{path}", self.addr))
-            .header(IDENTITY_HEADER, identity)
-            .header(TIMESTAMP_HEADER, now.to_string())
-            .header(SIGNATURE_HEADER, signature)
-            .json(body)
+        let mut request = self.client.post(format!("http://{}{path}", self.addr));
+        for (name, value) in
+            edge_signature::signed_headers(SECRET.as_bytes(), "POST", path, unix_now(), &identity)
+        {
+            request = request.header(name, value);
+        }
+        request.json(body)
     }
 
     async fn chat(&self, body: Value) -> reqwest::Response {

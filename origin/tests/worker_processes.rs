@@ -11,9 +11,9 @@ mod common;
 
 use common::{SECRET, TestDb};
 use serde_json::json;
-use sluice_origin::job_streams::JobStreams;
-use sluice_origin::jobs::{JobQueue, JobStatus, NewJob};
 use sluice_origin::priority::Priority;
+use sluice_origin::queue::streams::JobStreams;
+use sluice_origin::queue::{JobQueue, JobStatus, NewJob};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -184,19 +184,23 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Text exposition format for a `/metrics` response.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Resident memory of this process in bytes (Linux `/proc`), for `/ready`
-/// and `process_resident_memory_bytes`.
+/// Resident memory of this process in bytes, for `/ready` and the stats.
 pub fn resident_memory_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    metrics_process::collector::collect().resident_memory_bytes
 }
 
-/// Sets the process gauges every exporter is expected to have.
+/// Sets the process metrics every exporter is expected to have (Prometheus'
+/// `process_*` set: CPU seconds, resident and virtual memory, open and max
+/// file descriptors, threads, start time), plus `process_uptime_seconds`.
 pub fn record_process(started: std::time::Instant) {
-    if let Some(bytes) = resident_memory_bytes() {
-        metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
-    }
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
     metrics::gauge!("process_uptime_seconds").set(started.elapsed().as_secs_f64());
 }
 

@@ -9,8 +9,8 @@
 //! Versions come from the clock (`max(current + 1, now_ms)`), so a version
 //! that was evicted never comes back lower than one already used.
 
+use crate::clock::now_ms;
 use crate::config::CacheConfig;
-use crate::db::now_ms;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

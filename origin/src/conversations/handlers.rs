@@ -4,21 +4,54 @@
 //! successful write here (`cache_invalidate_on` in spin.toml), so cached lists
 //! and messages go stale at once.
 
-use crate::app::{AppState, priority, read_body, unix_now};
-use crate::chat::{self, completion_body, record_usage, served_headers};
-use crate::conversations::{ConversationError, DEFAULT_PAGE_LIMIT, Message, NewConversation};
-use crate::error::ApiError;
-use crate::openai::Usage;
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::conversations::store::{
+    ConversationError, ConversationStore, DEFAULT_PAGE_LIMIT, Message, NewConversation,
+};
+use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
+use crate::http::{ApiError, BodyLimit, LimitedBody};
+use crate::openai::{ChatMessage, ChatRequest, Content, Role, StreamOptions, Usage};
+use crate::priority::Priority;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, FromRef, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_core::identity::Identity;
 use std::sync::Arc;
+
+/// What the conversation routes need.
+#[derive(Clone)]
+pub struct ConversationsState {
+    pub store: ConversationStore,
+    pub generation: GenerationService,
+    pub settings: TurnSettings,
+}
+
+/// How a turn is built (`[conversations]`).
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// For conversations that name no model.
+    pub default_model: Arc<str>,
+    pub context_messages: u32,
+}
+
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ConversationsState: FromRef<S>,
+    BodyLimit: FromRef<S>,
+{
+    Router::new()
+        .route("/v1/conversations", axum::routing::post(create).get(list))
+        .route("/v1/conversations/{id}", get(get_one).delete(delete))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(messages).post(post_message),
+        )
+}
 
 impl From<ConversationError> for ApiError {
     fn from(e: ConversationError) -> ApiError {
@@ -64,15 +97,14 @@ struct CreateConversation {
 
 /// `POST /v1/conversations`: 201 with the conversation.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, body)?;
     let new: CreateConversation = if body.is_empty() {
         CreateConversation::default()
     } else {
-        chat::parse_json(&body)?
+        parse::parse_json(&body)?
     };
     if new.title.len() > MAX_TITLE_BYTES {
         return Err(ApiError::InvalidRequest {
@@ -81,12 +113,12 @@ pub async fn create(
         });
     }
     if let Some(model) = &new.model
-        && !state.engine.has_model(model)
+        && !state.generation.has_model(model)
     {
         return Err(ApiError::ModelNotFound(model.clone()));
     }
     let conversation = state
-        .conversations
+        .store
         .create(
             &who.sub,
             NewConversation {
@@ -101,34 +133,34 @@ pub async fn create(
 
 /// `GET /v1/conversations?limit=&after=`: newest first.
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = page_query(query)?;
     let page = state
-        .conversations
+        .store
         .list(&who.sub, query.limit(), query.after.as_deref())
         .await?;
     Ok(Json(page).into_response())
 }
 
 /// `GET /v1/conversations/{id}`.
-pub async fn get(
-    State(state): State<AppState>,
+pub async fn get_one(
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.conversations.get(&who.sub, &id).await?).into_response())
+    Ok(Json(state.store.get(&who.sub, &id).await?).into_response())
 }
 
 /// `DELETE /v1/conversations/{id}`.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.conversations.delete(&who.sub, &id).await?;
+    state.store.delete(&who.sub, &id).await?;
     Ok(
         Json(json!({ "id": id, "object": "conversation.deleted", "deleted": true }))
             .into_response(),
@@ -137,14 +169,14 @@ pub async fn delete(
 
 /// `GET /v1/conversations/{id}/messages?limit=&after=`: oldest first.
 pub async fn messages(
-    State(state): State<AppState>,
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = page_query(query)?;
     let page = state
-        .conversations
+        .store
         .messages(&who.sub, &id, query.limit(), query.after.as_deref())
         .await?;
     Ok(Json(page).into_response())
@@ -157,7 +189,7 @@ struct PostMessage {
     model: Option<String>,
     #[serde(default)]
     stream: bool,
-    stream_options: Option<Value>,
+    stream_options: Option<StreamOptions>,
     max_tokens: Option<u32>,
     temperature: Option<f32>,
 }
@@ -171,112 +203,136 @@ struct Turn {
     usage: Usage,
 }
 
+fn message(role: Role, text: &str) -> ChatMessage {
+    ChatMessage {
+        role,
+        content: Some(Content::Text(text.to_string())),
+        name: None,
+        extra: Default::default(),
+    }
+}
+
+impl ConversationsState {
+    /// The model a message goes to: its own, the conversation's, or the default.
+    fn model_for(
+        &self,
+        asked: Option<&str>,
+        conversation: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let model = asked
+            .or(conversation)
+            .unwrap_or(&self.settings.default_model)
+            .to_string();
+        if self.generation.has_model(&model) {
+            Ok(model)
+        } else {
+            Err(ApiError::ModelNotFound(model))
+        }
+    }
+
+    /// The chat request for a new message: the system prompt, the last
+    /// `context_messages` of history, and the message.
+    async fn turn_request(
+        &self,
+        id: &str,
+        system_prompt: Option<&str>,
+        model: String,
+        post: &PostMessage,
+    ) -> Result<ChatRequest, ApiError> {
+        let history = self
+            .store
+            .history(id, self.settings.context_messages)
+            .await?;
+        let mut messages = Vec::with_capacity(history.len() + 2);
+        messages.extend(system_prompt.map(|system| message(Role::System, system)));
+        for earlier in &history {
+            let role = match earlier.role.as_str() {
+                "assistant" => Role::Assistant,
+                "system" => Role::System,
+                _ => Role::User,
+            };
+            messages.push(message(role, &earlier.content));
+        }
+        messages.push(message(Role::User, &post.content));
+        let request = ChatRequest {
+            model,
+            messages,
+            stream: Some(post.stream),
+            max_tokens: post.max_tokens,
+            max_completion_tokens: None,
+            temperature: post.temperature,
+            user: None,
+            stream_options: post.stream_options,
+            extra: Default::default(),
+        };
+        parse::validate(&request)?;
+        Ok(request)
+    }
+}
+
 /// `POST /v1/conversations/{id}/messages`.
 pub async fn post_message(
-    State(state): State<AppState>,
+    State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    priority: Priority,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, body)?;
-    let post: PostMessage = chat::parse_json(&body)?;
+    let post: PostMessage = parse::parse_json(&body)?;
     if post.content.trim().is_empty() {
         return Err(ApiError::InvalidRequest {
             message: "`content` must not be empty.".into(),
             param: Some("content".into()),
         });
     }
-    let priority = priority(&headers)?;
-    let conversation = state.conversations.get(&who.sub, &id).await?;
-    let model = post
-        .model
-        .clone()
-        .or(conversation.model.clone())
-        .unwrap_or_else(|| state.default_model.to_string());
-    if !state.engine.has_model(&model) {
-        return Err(ApiError::ModelNotFound(model));
-    }
-    let history = state
-        .conversations
-        .history(&id, state.context_messages)
+    let conversation = state.store.get(&who.sub, &id).await?;
+    let model = state.model_for(post.model.as_deref(), conversation.model.as_deref())?;
+    let request = state
+        .turn_request(&id, conversation.system_prompt.as_deref(), model, &post)
         .await?;
     let user_message = state
-        .conversations
+        .store
         .append(&who.sub, &id, "user", &post.content)
         .await?;
-
-    let mut messages: Vec<Value> = Vec::with_capacity(history.len() + 2);
-    if let Some(system) = &conversation.system_prompt {
-        messages.push(json!({ "role": "system", "content": system }));
-    }
-    messages.extend(
-        history
-            .iter()
-            .map(|m| json!({ "role": m.role, "content": m.content })),
-    );
-    messages.push(json!({ "role": "user", "content": post.content }));
-    let mut request = json!({ "model": model, "messages": messages, "stream": post.stream });
-    for (field, value) in [
-        ("stream_options", post.stream_options.clone()),
-        ("max_tokens", post.max_tokens.map(Value::from)),
-        ("temperature", post.temperature.map(Value::from)),
-    ] {
-        if let Some(value) = value {
-            request[field] = value;
-        }
-    }
-    let request = Arc::new(chat::parse(request.to_string().as_bytes())?);
-
+    let request = Arc::new(request);
+    let generate = Generate {
+        surface: Surface::ConversationTurn,
+        fingerprint: serde_json::to_vec(&*request).unwrap_or_default().into(),
+        request: Arc::clone(&request),
+        subject: who.sub.clone(),
+        priority,
+        refuses_cache: false,
+    };
     if request.is_stream() {
-        let served = state.engine.stream(Arc::clone(&request), priority).await?;
-        let store = state.conversations.clone();
-        let conversation_id = id.clone();
+        let streamed = state.generation.stream(generate).await?;
+        let store = state.store.clone();
         let subject = who.sub.clone();
         // Stored before the last chunk goes out; the edge reads write
         // responses whole and invalidates after, so no stale list outlives it.
-        let on_end: chat::OnStreamEnd = Box::new(move |text| {
+        let on_end: stream::OnStreamEnd = Box::new(move |text| {
             Box::pin(async move {
-                if let Err(e) = store
-                    .append(&subject, &conversation_id, "assistant", &text)
-                    .await
-                {
-                    tracing::error!(event = "reply_not_stored", conversation = %conversation_id,
+                if let Err(e) = store.append(&subject, &id, "assistant", &text).await {
+                    tracing::error!(event = "reply_not_stored", conversation = %id,
                         error = %e, "streamed reply lost");
                 }
             })
         });
-        return Ok(chat::stream_response(
-            served,
-            &request,
-            &who.sub,
-            unix_now(),
-            &state.usage,
+        return Ok(stream::sse_response(
+            streamed,
+            &request.model,
+            request.include_usage(),
             Some(on_end),
         ));
     }
-
-    let (served, _) = state
-        .engine
-        .complete(Arc::clone(&request), priority, None)
-        .await?;
-    let answer = &served.value;
-    let cost = record_usage(
-        &state.usage,
-        &who.sub,
-        &request.model,
-        &served.deployment,
-        answer.usage,
-        answer.usage_estimated,
-    );
-    let body = completion_body(answer, &request.model, unix_now());
-    let reply = body
+    let completion = state.generation.complete(generate).await?;
+    let reply = completion
+        .body
         .choices
         .first()
         .map(|c| c.message.content.clone())
         .unwrap_or_default();
     let message = state
-        .conversations
+        .store
         .append(&who.sub, &id, "assistant", &reply)
         .await?;
     let mut response = (
@@ -285,10 +341,10 @@ pub async fn post_message(
             object: "conversation.turn",
             user_message,
             message,
-            usage: answer.usage,
+            usage: completion.body.usage,
         }),
     )
         .into_response();
-    served_headers(response.headers_mut(), &served, cost);
+    render::completion_headers(response.headers_mut(), &completion);
     Ok(response)
 }

@@ -4,10 +4,10 @@
 //! invalidates that scope.
 
 use crate::cache::OriginCache;
-use crate::db::{Db, now_ms};
+use crate::clock::now_ms;
+use crate::db::Db;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,7 +28,7 @@ impl From<sqlx::Error> for ConversationError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct Conversation {
     pub id: String,
     pub object: String,
@@ -39,7 +39,7 @@ pub struct Conversation {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct Message {
     pub id: String,
     pub object: String,
@@ -94,32 +94,12 @@ pub struct ConversationStore {
     reads: Arc<AtomicU64>,
 }
 
-const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at_ms, updated_at_ms";
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, created_at_ms";
-
-fn conversation(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
-    Ok(Conversation {
-        id: row.try_get("id")?,
-        object: "conversation".into(),
-        title: row.try_get("title")?,
-        model: row.try_get("model")?,
-        system_prompt: row.try_get("system_prompt")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-    })
-}
-
-fn message(row: &AnyRow) -> Result<Message, sqlx::Error> {
-    Ok(Message {
-        id: row.try_get("id")?,
-        object: "conversation.message".into(),
-        conversation_id: row.try_get("conversation_id")?,
-        seq: row.try_get("seq")?,
-        role: row.try_get("role")?,
-        content: row.try_get("content")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-    })
-}
+/// The columns `Conversation` and `Message` are read from (`FromRow`), the
+/// API's `object` name included as a constant.
+const CONVERSATION_COLUMNS: &str =
+    "'conversation' AS object, id, title, model, system_prompt, created_at_ms, updated_at_ms";
+const MESSAGE_COLUMNS: &str =
+    "'conversation.message' AS object, id, conversation_id, seq, role, content, created_at_ms";
 
 /// Conversation cursors are `created_at_ms.id` of the last row shown: stable
 /// while rows are added, unlike offsets.
@@ -207,9 +187,9 @@ impl ConversationStore {
     ) -> Result<Page<Conversation>, ConversationError> {
         self.count_read();
         let fetch = i64::from(limit) + 1;
-        let rows = match after {
+        let data: Vec<Conversation> = match after {
             None => {
-                sqlx::query(&format!(
+                sqlx::query_as(&format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE subject = $1 \
                      ORDER BY created_at_ms DESC, id DESC LIMIT $2"
                 ))
@@ -220,7 +200,7 @@ impl ConversationStore {
             }
             Some(cursor) => {
                 let (created, id) = parse_conversation_cursor(cursor)?;
-                sqlx::query(&format!(
+                sqlx::query_as(&format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE subject = $1 \
                      AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3)) \
                      ORDER BY created_at_ms DESC, id DESC LIMIT $4"
@@ -233,7 +213,6 @@ impl ConversationStore {
                 .await?
             }
         };
-        let data = rows.iter().map(conversation).collect::<Result<_, _>>()?;
         Ok(Page::from_rows(data, limit, conversation_cursor))
     }
 
@@ -252,7 +231,7 @@ impl ConversationStore {
         id: &str,
     ) -> Result<Conversation, ConversationError> {
         self.count_read();
-        let row = sqlx::query(&format!(
+        let conversation: Conversation = sqlx::query_as(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND subject = $2"
         ))
         .bind(id)
@@ -260,7 +239,7 @@ impl ConversationStore {
         .fetch_optional(&self.db)
         .await?
         .ok_or(ConversationError::NotFound)?;
-        Ok(conversation(&row)?)
+        Ok(conversation)
     }
 
     /// Deletes the conversation and (by cascade) its messages.
@@ -319,7 +298,7 @@ impl ConversationStore {
             Some(cursor) => cursor.parse().map_err(|_| ConversationError::BadCursor)?,
         };
         self.count_read();
-        let rows = sqlx::query(&format!(
+        let data: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 \
              ORDER BY seq LIMIT $3"
         ))
@@ -328,7 +307,6 @@ impl ConversationStore {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.db)
         .await?;
-        let data = rows.iter().map(message).collect::<Result<_, _>>()?;
         Ok(Page::from_rows(data, limit, |m: &Message| {
             m.seq.to_string()
         }))
@@ -372,7 +350,7 @@ impl ConversationStore {
         conversation_id: &str,
         limit: u32,
     ) -> Result<Vec<Message>, ConversationError> {
-        let rows = sqlx::query(&format!(
+        let mut messages: Vec<Message> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
              ORDER BY seq DESC LIMIT $2"
         ))
@@ -380,7 +358,6 @@ impl ConversationStore {
         .bind(i64::from(limit))
         .fetch_all(&self.db)
         .await?;
-        let mut messages: Vec<Message> = rows.iter().map(message).collect::<Result<_, _>>()?;
         messages.reverse();
         Ok(messages)
     }
@@ -398,7 +375,7 @@ impl ConversationStore {
         let mut last_error = None;
         for _ in 0..5 {
             let now = now_ms();
-            let inserted = sqlx::query(&format!(
+            let inserted: Result<Message, _> = sqlx::query_as(&format!(
                 "INSERT INTO messages (id, conversation_id, seq, role, content, created_at_ms) \
                  SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5 FROM messages \
                  WHERE conversation_id = $2 RETURNING {MESSAGE_COLUMNS}"
@@ -411,14 +388,14 @@ impl ConversationStore {
             .fetch_one(&self.db)
             .await;
             match inserted {
-                Ok(row) => {
+                Ok(message) => {
                     sqlx::query("UPDATE conversations SET updated_at_ms = $1 WHERE id = $2")
                         .bind(now)
                         .bind(conversation_id)
                         .execute(&self.db)
                         .await?;
                     self.cache.invalidate(subject).await;
-                    return Ok(message(&row)?);
+                    return Ok(message);
                 }
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                     last_error = Some(sqlx::Error::Database(e));

@@ -3,7 +3,10 @@
 //! them in batches. A full channel drops the record and counts it rather than
 //! slowing generation down.
 
-use crate::db::{Db, now_ms};
+use crate::clock::now_ms;
+use crate::db::Db;
+use crate::openai::Usage;
+use crate::routing::Deployment;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -129,4 +132,37 @@ async fn write(db: &Db, batch: &[UsageRecord]) -> Result<(), sqlx::Error> {
         .await?;
     }
     tx.commit().await
+}
+
+/// Usage and cost of one call: logged as an event, counted in metrics and
+/// kept as a usage record.
+pub fn record_usage(
+    log: &UsageLog,
+    subject: &str,
+    model: &str,
+    deployment: &Deployment,
+    usage: Usage,
+    estimated: bool,
+) -> f64 {
+    let cost = deployment.pricing.cost_usd(usage);
+    tracing::info!(event = "usage", subject, model, deployment = %deployment.name,
+        provider = deployment.provider.kind(), prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens, estimated, cost_usd = cost, "usage");
+    let labels = [("deployment", deployment.name.clone())];
+    metrics::counter!("sluice_prompt_tokens_total", &labels)
+        .increment(u64::from(usage.prompt_tokens));
+    metrics::counter!("sluice_completion_tokens_total", &labels)
+        .increment(u64::from(usage.completion_tokens));
+    metrics::counter!("sluice_cost_microdollars_total", &labels)
+        .increment((cost * 1e6).round() as u64);
+    log.record(UsageRecord {
+        subject: subject.to_string(),
+        model: model.to_string(),
+        deployment: deployment.name.clone(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        estimated,
+        cost_usd: cost,
+    });
+    cost
 }

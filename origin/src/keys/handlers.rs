@@ -1,17 +1,29 @@
 //! Admin API (admin tier, through the edge) for API keys, and the edge's own
 //! key lookup. Handlers extract, call the key store, and map.
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::keys::{KeyError, NewKey};
+use crate::http::{ApiError, require_admin};
+use crate::keys::store::{KeyError, KeyStore, NewKey};
+use axum::extract::FromRef;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use sluice_core::identity::{EDGE_INTERNAL_SCOPE, Identity, Tier};
+
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    KeyStore: FromRef<S>,
+{
+    Router::new()
+        .route("/v1/admin/keys", post(create_key).get(list_keys))
+        .route("/v1/admin/keys/{id}", delete(revoke_key))
+        .route("/internal/v1/keys/{hash}", get(lookup_key))
+}
 
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> ApiError {
@@ -20,23 +32,6 @@ impl From<KeyError> for ApiError {
             KeyError::Sql(e) => ApiError::Database(Box::new(e)),
         }
     }
-}
-
-pub(crate) fn require_admin(who: &Identity) -> Result<(), ApiError> {
-    if who.tier == Tier::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
-    }
-}
-
-/// `GET /v1/admin/stats`: the admin listener's `/stats`, through the edge.
-pub async fn stats(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    require_admin(&who)?;
-    Ok(Json(crate::ops::stats(&state).await))
 }
 
 #[derive(Deserialize)]
@@ -52,7 +47,7 @@ pub struct CreateKey {
 
 /// `POST /v1/admin/keys`: 201 with the key, shown this once.
 pub async fn create_key(
-    State(state): State<AppState>,
+    State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -75,8 +70,7 @@ pub async fn create_key(
             param: Some("scopes".into()),
         });
     }
-    let created = state
-        .keys
+    let created = keys
         .create(NewKey {
             subject,
             tier: body.tier,
@@ -96,24 +90,24 @@ pub struct ListKeys {
 
 /// `GET /v1/admin/keys[?subject=...]`
 pub async fn list_keys(
-    State(state): State<AppState>,
+    State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
     Query(query): Query<ListKeys>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
-    let keys = state.keys.list(query.subject.as_deref()).await?;
+    let keys = keys.list(query.subject.as_deref()).await?;
     Ok(Json(json!({ "object": "list", "data": keys })))
 }
 
 /// `DELETE /v1/admin/keys/{id}`: revoked at once here, at the edge within
 /// its key cache time.
 pub async fn revoke_key(
-    State(state): State<AppState>,
+    State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
-    let key = state.keys.revoke(&id).await?;
+    let key = keys.revoke(&id).await?;
     tracing::info!(event = "api_key_revoked", key_id = %key.id, subject = %key.subject, by = %who.sub);
     Ok(Json(json!({ "revoked": true, "key": key })))
 }
@@ -122,15 +116,14 @@ pub async fn revoke_key(
 /// the edge's own calls carry the internal scope (the gateway never forwards
 /// `/internal/` paths), so clients cannot probe hashes here.
 pub async fn lookup_key(
-    State(state): State<AppState>,
+    State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
     Path(hash): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !who.scopes.iter().any(|s| s == EDGE_INTERNAL_SCOPE) {
         return Err(ApiError::Forbidden);
     }
-    let key = state
-        .keys
+    let key = keys
         .active_by_hash(&hash)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -140,52 +133,4 @@ pub async fn lookup_key(
         "key_id": key.id,
         "scopes": key.scopes,
     })))
-}
-
-/// `GET /v1/admin/cache`: hit and miss counts of the origin's caches.
-pub async fn cache_stats(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-) -> Result<Response, ApiError> {
-    require_admin(&who)?;
-    Ok(Json(json!({
-        "object": "cache.stats",
-        "origin": state.cache.stats(),
-        "semantic": state.semantic.as_ref().map(|s| s.stats()),
-        "conversation_database_reads": state.conversations.database_reads(),
-    }))
-    .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WarmCache {
-    /// These subjects; or, when absent, the `top` most recently active.
-    subjects: Option<Vec<String>>,
-    top: Option<u32>,
-}
-
-/// `POST /v1/admin/cache/warm`: preloads popular conversations (the seed's
-/// cache warming) so the first reads after a deploy do not all hit the database.
-pub async fn warm_cache(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-    body: Result<Json<WarmCache>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    require_admin(&who)?;
-    let Json(body) = body?;
-    let subjects = match body.subjects {
-        Some(subjects) => subjects,
-        None => {
-            state
-                .conversations
-                .active_subjects(body.top.unwrap_or(100).clamp(1, 10_000))
-                .await?
-        }
-    };
-    let pages = state.conversations.warm(&subjects).await?;
-    Ok(
-        Json(json!({ "object": "cache.warm", "subjects": subjects.len(), "pages": pages }))
-            .into_response(),
-    )
 }

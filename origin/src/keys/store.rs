@@ -3,7 +3,8 @@
 //! bounded time (`api_key_cache_seconds` there): that is how long a revocation
 //! takes to reach every edge instance.
 
-use crate::db::{Db, now_ms};
+use crate::clock::now_ms;
+use crate::db::Db;
 use serde::Serialize;
 use sluice_core::api_key;
 use sluice_core::identity::Tier;

@@ -5,58 +5,47 @@
 //! Metric names carry their unit; labels are bounded (the matched route
 //! pattern, configured deployment and key labels, fixed outcome words).
 
-use crate::app::{AppState, unix_now};
-use crate::resilience::BreakerState;
-use crate::window::{RequestWindow, WindowStats};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+mod handlers;
+pub mod track;
+pub mod window;
+
+pub use handlers::{admin_app, health, ready, router};
+pub use track::track;
+
+use crate::cache::OriginCache;
+use crate::clock::unix_now;
+use crate::conversations::ConversationStore;
+use crate::db::Db;
+use crate::generation::GenerationService;
+use crate::queue::JobQueue;
+use crate::queue::worker::WorkerLoad;
+use crate::routing::BreakerState;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use window::{RequestWindow, WindowStats};
+
+/// What the operator's views read: every subsystem's counters and probes.
+#[derive(Clone)]
+pub struct OpsState {
+    pub generation: GenerationService,
+    pub cache: OriginCache,
+    pub conversations: ConversationStore,
+    pub jobs: JobQueue,
+    pub db: Db,
+    pub db_max_connections: u32,
+    pub started: Instant,
+    /// The last minute of public API requests, for the status page.
+    pub window: Arc<RequestWindow>,
+    /// This process's queue workers (none until `worker::run` starts them).
+    pub workers: Arc<WorkerLoad>,
+}
 
 /// How often gauges are refreshed from their sources.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on each readiness probe of a dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-/// Middleware: counts and times every request by matched route, method and
-/// status. Streams are timed to their response head (time to first byte);
-/// their length is the stream metrics' business.
-pub async fn track(State(window): State<Arc<RequestWindow>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(req.method());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    metrics::counter!("sluice_http_requests_total",
-        "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string())
-    .increment(1);
-    metrics::histogram!("sluice_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
-    window.record(unix_now(), elapsed, status.is_server_error());
-    response
-}
 
 fn breaker_value(state: BreakerState) -> f64 {
     match state {
@@ -84,7 +73,7 @@ pub fn register_metrics() {
 
 /// Refreshes the sampled gauges every `SAMPLE_INTERVAL` until the process
 /// ends, and folds the Prometheus histograms.
-pub fn spawn_sampler(state: AppState) -> tokio::task::JoinHandle<()> {
+pub fn spawn_sampler(state: OpsState) -> tokio::task::JoinHandle<()> {
     register_metrics();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
@@ -97,7 +86,7 @@ pub fn spawn_sampler(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// One refresh of every sampled gauge.
-pub async fn sample(state: &AppState) {
+pub async fn sample(state: &OpsState) {
     sluice_telemetry::prometheus().run_upkeep();
     sluice_telemetry::record_process(state.started);
     if let Some(stats) = queue_stats(state).await {
@@ -113,7 +102,7 @@ pub async fn sample(state: &AppState) {
     metrics::gauge!("sluice_db_pool_connections", "state" => "in_use")
         .set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("sluice_db_pool_max_connections").set(f64::from(state.db_max_connections));
-    for deployment in state.engine.health() {
+    for deployment in state.generation.engine().health() {
         metrics::gauge!("sluice_provider_breaker_state", "deployment" => deployment.deployment.clone())
             .set(breaker_value(deployment.breaker));
         for key in deployment.keys {
@@ -139,7 +128,7 @@ pub async fn sample(state: &AppState) {
 }
 
 /// Queue depth and age, or `None` when the queue does not answer in time.
-async fn queue_stats(state: &AppState) -> Option<crate::jobs::QueueStats> {
+async fn queue_stats(state: &OpsState) -> Option<crate::queue::QueueStats> {
     tokio::time::timeout(PROBE_TIMEOUT, state.jobs.stats())
         .await
         .ok()
@@ -149,7 +138,7 @@ async fn queue_stats(state: &AppState) -> Option<crate::jobs::QueueStats> {
 /// `/ready`: 200 when the database (and the queue's Redis, when the queue
 /// runs on it) answer; the cache's Redis being down only degrades (the origin
 /// serves from L1 and the database). The body says what was checked.
-pub async fn readiness(state: &AppState) -> (StatusCode, Value) {
+pub async fn readiness(state: &OpsState) -> (StatusCode, Value) {
     let database =
         tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await;
     let database_ok = matches!(database, Ok(Ok(_)));
@@ -176,8 +165,8 @@ pub async fn readiness(state: &AppState) -> (StatusCode, Value) {
         "redis": { "cache": cache_redis, "queue": queue_redis },
         "queue": queue,
         "workers": { "busy": state.workers.busy(), "total": state.workers.total() },
-        "models": state.engine.model_names(),
-        "deployments": state.engine.health(),
+        "models": state.generation.engine().model_names(),
+        "deployments": state.generation.engine().health(),
     });
     let code = if ready {
         StatusCode::OK
@@ -194,12 +183,12 @@ fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
 
 /// The stats document (seed: the monitoring dashboard API): the same for
 /// `GET /v1/admin/stats` through the edge and `/stats` on the admin listener.
-pub async fn stats(state: &AppState) -> Value {
+pub async fn stats(state: &OpsState) -> Value {
     let now = unix_now();
     let recent: WindowStats = state.window.summary(now, 10);
     let minute: WindowStats = state.window.summary(now, 59);
     let origin_cache = state.cache.stats();
-    let semantic = state.semantic.as_ref().map(|s| s.stats());
+    let semantic = state.generation.semantic().map(|s| s.stats());
     let queue = queue_stats(state).await;
     json!({
         "object": "stats",
@@ -228,50 +217,6 @@ pub async fn stats(state: &AppState) -> Value {
             "pool_idle": state.db.num_idle(),
             "pool_max": state.db_max_connections,
         },
-        "deployments": state.engine.health(),
+        "deployments": state.generation.engine().health(),
     })
-}
-
-/// The admin listener: metrics, probes, stats and the status page. It has no
-/// authentication, so it binds to loopback unless deployed behind a network
-/// policy (the Kubernetes manifests expose it only to Prometheus and probes).
-pub fn admin_app(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/stats", get(stats_page))
-        .route("/", get(status_page))
-        .route("/status", get(status_page))
-        .with_state(state)
-}
-
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-pub async fn ready(State(state): State<AppState>) -> Response {
-    let (code, body) = readiness(&state).await;
-    (code, Json(body)).into_response()
-}
-
-async fn stats_page(State(state): State<AppState>) -> Json<Value> {
-    Json(stats(&state).await)
-}
-
-async fn metrics_page(State(state): State<AppState>) -> Response {
-    // Gauges are at most `SAMPLE_INTERVAL` old; the process ones are fresh.
-    sluice_telemetry::record_process(state.started);
-    let mut response = sluice_telemetry::prometheus().render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(sluice_telemetry::PROMETHEUS_CONTENT_TYPE),
-    );
-    response
-}
-
-/// One self-contained page (no external scripts: the admin network may be
-/// closed) that polls `/stats` and draws its charts on canvases.
-async fn status_page() -> Html<&'static str> {
-    Html(include_str!("status.html"))
 }

@@ -1,16 +1,34 @@
 //! Async generation over HTTP: submit, poll, cancel; and the admin's view of
 //! the queue and its dead letters. Handlers extract, call the queue, and map.
 
-use crate::app::{AppState, priority, read_body};
-use crate::error::ApiError;
-use crate::jobs::{Job, JobError, NewJob};
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    JobQueue: FromRef<S>,
+    GenerationService: FromRef<S>,
+    BodyLimit: FromRef<S>,
+{
+    Router::new()
+        .route("/v1/jobs", post(create))
+        .route("/v1/jobs/{id}", get(get_one).delete(cancel))
+        .route("/generate", post(generate))
+        .route("/jobs/{id}", get(get_one))
+        .route("/v1/admin/queue", get(stats))
+        .route("/v1/admin/jobs/dead", get(dead))
+        .route("/v1/admin/jobs/{id}", get(inspect))
+        .route("/v1/admin/jobs/{id}/redrive", post(redrive))
+}
+
+use crate::generation::{GenerationService, handlers::answer_chat, parse};
+use crate::http::{ApiError, BodyLimit, LimitedBody, require_admin};
+use crate::priority::Priority;
+use crate::queue::store::{Job, JobError, JobQueue, NewJob};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, extract::rejection::QueryRejection};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_core::identity::Identity;
@@ -44,20 +62,22 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Queues a non-streamed chat completion: 202 with the job. A repeated
 /// `Idempotency-Key` from the same caller returns the first job (and says so).
-pub async fn submit(
-    state: &AppState,
+async fn submit(
+    jobs: &JobQueue,
+    generation: &GenerationService,
     who: &Identity,
+    priority: Priority,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let request = crate::chat::parse(body)?;
+    let request = parse::parse(body)?;
     if request.is_stream() {
         return Err(ApiError::InvalidRequest {
             message: "Jobs are not streamed; poll `GET /v1/jobs/{id}` for the result.".into(),
             param: Some("stream".into()),
         });
     }
-    if !state.engine.has_model(&request.model) {
+    if !generation.has_model(&request.model) {
         return Err(ApiError::ModelNotFound(request.model));
     }
     let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -76,11 +96,10 @@ pub async fn submit(
         message: e.to_string(),
         param: None,
     })?;
-    let (job, created) = state
-        .jobs
+    let (job, created) = jobs
         .submit(NewJob {
             subject: &who.sub,
-            priority: priority(headers)?,
+            priority,
             idempotency_key,
             request: &stored,
         })
@@ -95,33 +114,62 @@ pub async fn submit(
 }
 
 /// `POST /v1/jobs`.
-pub async fn create(
-    State(state): State<AppState>,
+async fn create(
+    State(jobs): State<JobQueue>,
+    State(generation): State<GenerationService>,
     Extension(who): Extension<Identity>,
+    priority: Priority,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, body)?;
-    submit(&state, &who, &headers, &body).await
+    submit(&jobs, &generation, &who, priority, &headers, &body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateQuery {
+    #[serde(rename = "async", default)]
+    run_async: bool,
+}
+
+/// The seed's form: `POST /generate?async=true` queues a job (as
+/// `POST /v1/jobs`), without `async` it answers as a chat completion.
+async fn generate(
+    State(jobs): State<JobQueue>,
+    State(generation): State<GenerationService>,
+    Extension(who): Extension<Identity>,
+    query: Result<Query<GenerateQuery>, QueryRejection>,
+    priority: Priority,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest {
+        message: e.body_text(),
+        param: Some("async".into()),
+    })?;
+    if query.run_async {
+        return submit(&jobs, &generation, &who, priority, &headers, &body).await;
+    }
+    answer_chat(&generation, &who, priority, &headers, body).await
 }
 
 /// `GET /v1/jobs/{id}`: the caller's own jobs only.
-pub async fn get(
-    State(state): State<AppState>,
+async fn get_one(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.get(Some(&who.sub), &id).await?;
+    let job = jobs.get(Some(&who.sub), &id).await?;
     Ok(view(&job).into_response())
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels; a finished job comes back as it is.
-pub async fn cancel(
-    State(state): State<AppState>,
+async fn cancel(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.cancel(&who.sub, &id).await?;
+    let job = jobs.cancel(&who.sub, &id).await?;
     Ok(view(&job).into_response())
 }
 
@@ -132,48 +180,45 @@ pub struct DeadQuery {
 }
 
 /// `GET /v1/admin/queue`: depth, age and dead letters.
-pub async fn stats(
-    State(state): State<AppState>,
+async fn stats(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
 ) -> Result<Response, ApiError> {
-    crate::admin::require_admin(&who)?;
-    let stats = state.jobs.stats().await?;
+    require_admin(&who)?;
+    let stats = jobs.stats().await?;
     Ok(Json(json!({ "object": "queue.stats", "stats": stats })).into_response())
 }
 
 /// `GET /v1/admin/jobs/dead?limit=`: the dead-letter queue, newest first.
-pub async fn dead(
-    State(state): State<AppState>,
+async fn dead(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
     query: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    crate::admin::require_admin(&who)?;
+    require_admin(&who)?;
     let Query(query) = query?;
-    let jobs = state
-        .jobs
-        .dead(query.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
+    let jobs = jobs.dead(query.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({ "object": "list", "data": jobs })).into_response())
 }
 
 /// `GET /v1/admin/jobs/{id}`: any caller's job, for inspection.
-pub async fn inspect(
-    State(state): State<AppState>,
+async fn inspect(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    crate::admin::require_admin(&who)?;
-    let job = state.jobs.get(None, &id).await?;
+    require_admin(&who)?;
+    let job = jobs.get(None, &id).await?;
     Ok(view(&job).into_response())
 }
 
 /// `POST /v1/admin/jobs/{id}/redrive`: a dead job back in the queue.
-pub async fn redrive(
-    State(state): State<AppState>,
+async fn redrive(
+    State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    crate::admin::require_admin(&who)?;
-    let job = state.jobs.redrive(&id).await?;
+    require_admin(&who)?;
+    let job = jobs.redrive(&id).await?;
     Ok(view(&job).into_response())
 }

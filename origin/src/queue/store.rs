@@ -10,10 +10,12 @@
 //! exponential backoff up to `max_attempts`, then the job is `failed`, which
 //! is the dead-letter queue: admins list, inspect and redrive it.
 
-use crate::db::{Db, now_ms};
-use crate::job_streams::{Delivery, JobStreams};
+use crate::clock::now_ms;
+use crate::config::QueueSettings;
+use crate::db::Db;
 use crate::priority::Priority;
-use crate::resilience::backoff;
+use crate::queue::streams::{Delivery, JobStreams};
+use crate::routing::backoff;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -103,18 +105,6 @@ pub enum FailOutcome {
     DeadLettered,
     /// The lease was no longer ours (cancelled or reclaimed): nothing changed.
     LeaseLost,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueSettings {
-    pub visibility_timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// How long completed and cancelled jobs are kept.
-    pub retention: Duration,
-    /// How long dead-lettered jobs are kept for inspection and redrive.
-    pub dead_retention: Duration,
 }
 
 /// Depth and age, for autoscaling and `/ready`.

@@ -3,11 +3,10 @@
 //! so another worker picks them up at once instead of after the visibility
 //! timeout.
 
-use crate::chat::{completion_body, record_usage};
-use crate::jobs::{Claimed, FailOutcome, JobQueue};
+use crate::generation::{Generate, GenerationService, Surface};
 use crate::openai::ChatRequest;
-use crate::routing::{Engine, RouteError};
-use crate::usage::UsageLog;
+use crate::queue::store::{Claimed, FailOutcome, JobQueue};
+use crate::routing::RouteError;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +17,7 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct Runner {
     pub queue: JobQueue,
-    pub engine: Arc<Engine>,
-    pub usage: UsageLog,
+    pub generation: GenerationService,
     pub load: Arc<WorkerLoad>,
 }
 
@@ -83,44 +81,28 @@ struct RunError {
 }
 
 impl Runner {
-    /// Workers for the origin `state` (sharing its engine, queue and usage log).
-    pub fn for_state(state: &crate::app::AppState) -> Runner {
-        Runner {
-            queue: state.jobs.clone(),
-            engine: Arc::clone(&state.engine),
-            usage: state.usage.clone(),
-            load: Arc::clone(&state.workers),
-        }
-    }
-
     async fn run_job(&self, job: &Claimed) -> Result<Value, RunError> {
         let request: ChatRequest = serde_json::from_str(&job.request).map_err(|e| RunError {
             message: format!("the stored request is unreadable: {e}"),
             retryable: false,
         })?;
-        let request = Arc::new(request);
-        let (served, _) = self
-            .engine
-            .complete(Arc::clone(&request), job.priority, None)
+        let generate = Generate {
+            surface: Surface::Job,
+            request: Arc::new(request),
+            subject: job.subject.clone(),
+            priority: job.priority,
+            fingerprint: job.request.clone().into(),
+            refuses_cache: false,
+        };
+        let completion = self
+            .generation
+            .complete(generate)
             .await
             .map_err(|e| RunError {
                 retryable: !matches!(e, RouteError::UnknownModel(_) | RouteError::Rejected(_)),
                 message: e.to_string(),
             })?;
-        record_usage(
-            &self.usage,
-            &job.subject,
-            &request.model,
-            &served.deployment,
-            served.value.usage,
-            served.value.usage_estimated,
-        );
-        serde_json::to_value(completion_body(
-            &served.value,
-            &request.model,
-            crate::app::unix_now(),
-        ))
-        .map_err(|e| RunError {
+        serde_json::to_value(completion.body).map_err(|e| RunError {
             message: e.to_string(),
             retryable: false,
         })

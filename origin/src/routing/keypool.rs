@@ -5,7 +5,8 @@
 //! budget kept for the critical priority class.
 
 use crate::priority::Priority;
-use crate::resilience::{Breaker, BreakerState, TokenBucket};
+use crate::routing::resilience::{Breaker, BreakerState, TokenBucket};
+use secrecy::SecretString;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +34,7 @@ pub struct KeyPool {
 struct PooledKey {
     /// `key-1`, `key-2`, ...: what logs and health reports name (never the secret).
     label: String,
-    secret: Option<String>,
+    secret: Option<SecretString>,
     breaker: Breaker,
     state: Mutex<KeyState>,
 }
@@ -101,13 +102,13 @@ impl KeyPool {
     /// upstreams), so budgets and the breaker still apply.
     pub fn new(
         deployment: &str,
-        secrets: Vec<String>,
+        secrets: Vec<SecretString>,
         budgets: KeyBudgets,
         breaker: impl Fn() -> Breaker,
         critical_reserve: f64,
     ) -> KeyPool {
         let now = Instant::now();
-        let secrets: Vec<Option<String>> = if secrets.is_empty() {
+        let secrets: Vec<Option<SecretString>> = if secrets.is_empty() {
             vec![None]
         } else {
             secrets.into_iter().map(Some).collect()
@@ -252,8 +253,8 @@ impl Lease<'_> {
         &self.pool.keys[self.index]
     }
 
-    pub fn secret(&self) -> Option<&str> {
-        self.key().secret.as_deref()
+    pub fn secret(&self) -> Option<&SecretString> {
+        self.key().secret.as_ref()
     }
 
     pub fn label(&self) -> &str {
@@ -316,7 +317,7 @@ mod tests {
     fn pool(keys: usize, budgets: KeyBudgets) -> KeyPool {
         KeyPool::new(
             "test",
-            (0..keys).map(|i| format!("sk-{i}")).collect(),
+            (0..keys).map(|i| format!("sk-{i}").into()).collect(),
             budgets,
             || Breaker::new(2, Duration::from_secs(60)),
             0.1,

@@ -3,8 +3,12 @@
 //! breaker, each with a key pool; retries with backoff for retryable failures;
 //! fallback to the next deployment; identical concurrent requests coalesced.
 
+pub mod keypool;
+pub mod resilience;
+
+pub use resilience::{BreakerState, backoff};
+
 use crate::config::{Config, ProviderKind};
-use crate::keypool::{Exhausted, KeyBudgets, KeyHealth, KeyPool};
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 use crate::priority::Priority;
 use crate::provider::anthropic::Anthropic;
@@ -13,9 +17,11 @@ use crate::provider::simulated::Simulated;
 use crate::provider::{
     Call, Completion, Embeddings, EventStream, Provider, ProviderError, StreamEvent,
 };
-use crate::resilience::{Breaker, BreakerState, backoff};
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use futures::{Stream, StreamExt};
+use keypool::{Exhausted, KeyBudgets, KeyHealth, KeyPool, Lease};
+use resilience::Breaker;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
@@ -202,7 +208,7 @@ impl Engine {
         used_tokens: impl Fn(&T) -> u32,
     ) -> Result<Served<T>, RouteError>
     where
-        F: Fn(Arc<Deployment>, Option<String>) -> Fut,
+        F: Fn(Arc<Deployment>, Option<SecretString>) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         let policy = self.policy;
@@ -246,7 +252,7 @@ impl Engine {
                 }
                 tries += 1;
                 attempts += 1;
-                let secret = lease.secret().map(str::to_owned);
+                let secret = lease.secret().cloned();
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(
                     policy.first_byte_timeout,
@@ -271,27 +277,7 @@ impl Engine {
                     }
                     Err(error) => error,
                 };
-                tracing::info!(event = "upstream_attempt_failed", deployment = %deployment.name,
-                    key = %lease.label(), attempt = attempts, error = %error, "upstream call failed");
-                metrics::counter!("sluice_upstream_failures_total",
-                    "deployment" => deployment.name.clone(), "kind" => failure_kind(&error))
-                .increment(1);
-                match &error {
-                    ProviderError::RateLimited { retry_after, .. } => {
-                        lease.rate_limited(*retry_after)
-                    }
-                    ProviderError::Unauthorized { .. } => lease.failed(),
-                    e if e.is_outage() => lease.failed(),
-                    _ => lease.released(),
-                }
-                if error.is_outage() {
-                    if deployment.breaker.record_failure() {
-                        tracing::warn!(event = "deployment_breaker_opened", deployment = %deployment.name,
-                            "deployment circuit opened");
-                    }
-                } else {
-                    deployment.breaker.record_success();
-                }
+                settle_failure(&deployment, lease, &error, attempts);
                 if !error.retryable() {
                     return Err(RouteError::Rejected(error));
                 }
@@ -305,14 +291,7 @@ impl Engine {
                 }
             }
         }
-        Err(match (last_error, rate_limited_for) {
-            (Some(ProviderError::RateLimited { retry_after, .. }), _) => RouteError::RateLimited {
-                retry_in: rate_limited_for.flatten().or(retry_after),
-            },
-            (None, Some(retry_in)) => RouteError::RateLimited { retry_in },
-            (Some(error), _) => RouteError::Unavailable(error),
-            (None, None) => RouteError::NoHealthyDeployment,
-        })
+        Err(exhausted(last_error, rate_limited_for))
     }
 
     /// A non-streamed chat completion. With `coalesce_key`, identical requests
@@ -380,7 +359,7 @@ impl Engine {
                     async move {
                         let call = Call {
                             model: &deployment.upstream_model,
-                            key: key.as_deref(),
+                            key: key.as_ref().map(ExposeSecret::expose_secret),
                         };
                         deployment.provider.complete(call, &request).await
                     }
@@ -430,7 +409,7 @@ impl Engine {
                 async move {
                     let call = Call {
                         model: &deployment.upstream_model,
-                        key: key.as_deref(),
+                        key: key.as_ref().map(ExposeSecret::expose_secret),
                     };
                     let mut stream = deployment.provider.stream(call, &request).await?;
                     let first = match stream.next().await {
@@ -463,7 +442,7 @@ impl Engine {
                 async move {
                     let call = Call {
                         model: &deployment.upstream_model,
-                        key: key.as_deref(),
+                        key: key.as_ref().map(ExposeSecret::expose_secret),
                     };
                     deployment.provider.embed(call, &inputs).await
                 }
@@ -513,8 +492,7 @@ impl Engine {
                             d.base_url.as_deref().unwrap_or(ANTHROPIC_BASE_URL),
                         )),
                     };
-                    // Validation already resolved the keys once.
-                    let keys = d.resolve_keys().unwrap_or_default();
+                    let keys = d.keys.clone();
                     let budgets = KeyBudgets {
                         requests_per_minute: d.requests_per_minute,
                         tokens_per_minute: d.tokens_per_minute,
@@ -543,6 +521,45 @@ impl Engine {
             stream_idle_timeout: Duration::from_millis(routing.stream_idle_timeout_ms),
         };
         Ok(Engine::new(models, policy))
+    }
+}
+
+/// A failed call's consequences: logged and counted, the key rested or
+/// released, the deployment's breaker told whether it was an outage.
+fn settle_failure(deployment: &Deployment, lease: Lease<'_>, error: &ProviderError, attempt: u32) {
+    tracing::info!(event = "upstream_attempt_failed", deployment = %deployment.name,
+        key = %lease.label(), attempt, error = %error, "upstream call failed");
+    metrics::counter!("sluice_upstream_failures_total",
+        "deployment" => deployment.name.clone(), "kind" => failure_kind(error))
+    .increment(1);
+    match error {
+        ProviderError::RateLimited { retry_after, .. } => lease.rate_limited(*retry_after),
+        ProviderError::Unauthorized { .. } => lease.failed(),
+        e if e.is_outage() => lease.failed(),
+        _ => lease.released(),
+    }
+    if error.is_outage() {
+        if deployment.breaker.record_failure() {
+            tracing::warn!(event = "deployment_breaker_opened", deployment = %deployment.name,
+                "deployment circuit opened");
+        }
+    } else {
+        deployment.breaker.record_success();
+    }
+}
+
+/// Why nothing answered, once every deployment has been tried.
+fn exhausted(
+    last_error: Option<ProviderError>,
+    rate_limited_for: Option<Option<Duration>>,
+) -> RouteError {
+    match (last_error, rate_limited_for) {
+        (Some(ProviderError::RateLimited { retry_after, .. }), _) => RouteError::RateLimited {
+            retry_in: rate_limited_for.flatten().or(retry_after),
+        },
+        (None, Some(retry_in)) => RouteError::RateLimited { retry_in },
+        (Some(error), _) => RouteError::Unavailable(error),
+        (None, None) => RouteError::NoHealthyDeployment,
     }
 }
 

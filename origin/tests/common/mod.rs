@@ -8,9 +8,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use sluice_core::edge_signature::{self, IDENTITY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use sluice_core::edge_signature;
 use sluice_core::identity::{Identity, Tier};
-use sluice_origin::app::{AppState, app, unix_now};
+use sluice_origin::app::{AppState, app};
+use sluice_origin::clock::unix_now;
 use sluice_origin::config::Config;
 use sqlx::Connection;
 use std::time::Duration;
@@ -105,16 +106,15 @@ pub fn signed(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Request<Body> {
-    let identity = who.encode();
-    let now = unix_now();
-    let signature = edge_signature::sign(SECRET.as_bytes(), method, path, now, &identity);
     let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(IDENTITY_HEADER, identity)
-        .header(TIMESTAMP_HEADER, now.to_string())
-        .header(SIGNATURE_HEADER, signature)
         .header("content-type", "application/json");
+    for (name, value) in
+        edge_signature::signed_headers(SECRET.as_bytes(), method, path, unix_now(), &who.encode())
+    {
+        request = request.header(name, value);
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

@@ -1,0 +1,151 @@
+//! Reading requests: JSON with the offending field named, and the checks
+//! OpenAI makes before a request goes anywhere.
+
+use crate::http::ApiError;
+use crate::openai::{ChatRequest, EmbeddingInput, EmbeddingsRequest};
+use serde::de::DeserializeOwned;
+
+/// Parses a JSON body, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json reports some type errors (a number where an enum goes) as
+        // syntax errors, so ask the body itself whether it is JSON.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return ApiError::InvalidRequest {
+                message: format!("Request body is not valid JSON: {inner}"),
+                param: None,
+            };
+        }
+        match path.as_str() {
+            "." => ApiError::InvalidRequest {
+                message: format!("Invalid request body: {inner}"),
+                param: None,
+            },
+            _ => ApiError::InvalidRequest {
+                message: format!("Invalid value for `{path}`: {inner}"),
+                param: Some(path),
+            },
+        }
+    })
+}
+
+fn invalid(param: &str, message: String) -> ApiError {
+    ApiError::InvalidRequest {
+        message,
+        param: Some(param.into()),
+    }
+}
+
+pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let request: ChatRequest = parse_json(body)?;
+    validate(&request)?;
+    Ok(request)
+}
+
+/// The checks a request passes whether a client sent it or Sluice built it
+/// (a conversation turn).
+pub fn validate(request: &ChatRequest) -> Result<(), ApiError> {
+    if request.model.trim().is_empty() {
+        return Err(invalid("model", "`model` must not be empty.".into()));
+    }
+    if request.messages.is_empty() {
+        return Err(invalid(
+            "messages",
+            "`messages` must contain at least one message.".into(),
+        ));
+    }
+    if let Some(t) = request.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        return Err(invalid(
+            "temperature",
+            format!("`temperature` must be between 0 and 2, got {t}."),
+        ));
+    }
+    if request.max_output_tokens() == Some(0) {
+        return Err(invalid(
+            "max_tokens",
+            "`max_tokens` must be at least 1.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest embeddings batch accepted (OpenAI's own limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
+    let request: EmbeddingsRequest = parse_json(body)?;
+    if request.model.trim().is_empty() {
+        return Err(invalid("model", "`model` must not be empty.".into()));
+    }
+    let count = match &request.input {
+        EmbeddingInput::One(_) => 1,
+        EmbeddingInput::Many(v) => v.len(),
+    };
+    if count == 0 || count > MAX_EMBEDDING_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("`input` must hold 1 to {MAX_EMBEDDING_INPUTS} strings."),
+        ));
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_the_offending_field() {
+        let err = parse(br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)
+            .err()
+            .unwrap();
+        match err {
+            ApiError::InvalidRequest { param, message } => {
+                assert_eq!(param.as_deref(), Some("messages[0].role"));
+                assert!(message.contains("wizard"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse(b"{not json"),
+            Err(ApiError::InvalidRequest { param: None, .. })
+        ));
+        let numeric_role = parse(br#"{"model":"m","messages":[{"role":7}]}"#)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(numeric_role, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].role")
+        );
+        assert!(matches!(
+            parse(br#"{"model":"m","messages":[]}"#),
+            Err(ApiError::InvalidRequest { .. })
+        ));
+        let missing = parse(br#"{"messages":[{"role":"user","content":"x"}]}"#)
+            .err()
+            .unwrap();
+        assert!(missing.to_string().contains("model"), "{missing}");
+        let wrong_input = parse_embeddings(br#"{"model":"e","input":[1,2]}"#)
+            .err()
+            .unwrap();
+        assert!(wrong_input.to_string().contains("input"), "{wrong_input}");
+    }
+
+    #[test]
+    fn accepts_sdk_style_requests_and_keeps_extra_fields() {
+        let req = parse(
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,
+                 "stream_options":{"include_usage":true},"n":1,"top_p":1,"tools":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(req.messages[0].text(), "hi");
+        assert!(req.include_usage());
+        assert_eq!(req.extra["top_p"], 1);
+        let forwarded = serde_json::to_value(&req).unwrap();
+        assert_eq!(forwarded["tools"], json!([]));
+        assert_eq!(forwarded["messages"][0]["content"][0]["text"], "hi");
+    }
+}
