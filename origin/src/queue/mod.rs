@@ -1,8 +1,9 @@
-//! Durable jobs: the queue kept in the database (`store`), optionally
-//! delivered through Redis Streams (`streams`), the workers that run jobs
+//! Durable jobs: the queue kept in the database (`store`), delivered to
+//! workers by table polling or Redis Streams (`delivery`, `streams`), the workers that run jobs
 //! through the generation service (`worker`), and the `/v1/jobs`, `/generate`
 //! and dead-letter admin routes (`handlers`).
 
+pub mod delivery;
 mod handlers;
 mod store;
 pub mod streams;

@@ -14,7 +14,8 @@ use crate::clock::now_ms;
 use crate::config::QueueSettings;
 use crate::db::Db;
 use crate::priority::Priority;
-use crate::queue::streams::{Delivery, JobStreams};
+use crate::queue::delivery::{Delivery, Next, TablePolling};
+use crate::queue::streams::{JobStreams, Receipt};
 use crate::routing::backoff;
 use serde::Serialize;
 use serde_json::Value;
@@ -85,7 +86,7 @@ pub struct Claimed {
     pub attempts: i64,
     pub max_attempts: i64,
     /// The stream entry it came from (Redis Streams delivery only).
-    pub delivery: Option<Delivery>,
+    pub delivery: Option<Receipt>,
 }
 
 pub struct NewJob<'a> {
@@ -126,8 +127,8 @@ pub struct JobQueue {
     postgres: bool,
     /// Wakes this process's idle workers on submission (others poll).
     submitted: Arc<Notify>,
-    /// Delivery through Redis Streams instead of polling the table.
-    streams: Option<JobStreams>,
+    /// How workers learn which job to claim (table polling unless Redis Streams).
+    delivery: Arc<dyn Delivery>,
     /// SQLite takes one writer at a time and makes the others retry in
     /// coarse sleeps; queueing this process's writes here instead keeps a
     /// busy queue's latency flat. `None` on Postgres.
@@ -166,7 +167,7 @@ impl JobQueue {
             settings: Arc::new(settings),
             postgres,
             submitted: Arc::new(Notify::new()),
-            streams: None,
+            delivery: Arc::new(TablePolling),
             write_gate: (!postgres).then(|| Arc::new(tokio::sync::Mutex::new(()))),
         }
     }
@@ -180,14 +181,14 @@ impl JobQueue {
         statement.await
     }
 
-    /// Delivers jobs through Redis Streams.
     /// Whether the Redis Streams delivery answers; `None` on the database queue.
     pub async fn ping_streams(&self) -> Option<bool> {
-        Some(self.streams.as_ref()?.ping().await)
+        self.delivery.ping().await
     }
 
+    /// Delivers jobs through Redis Streams.
     pub fn with_streams(mut self, streams: JobStreams) -> JobQueue {
-        self.streams = Some(streams);
+        self.delivery = Arc::new(streams);
         self
     }
 
@@ -221,16 +222,16 @@ impl JobQueue {
             .await?
             .rows_affected()
             == 1;
-        if inserted && let Some(streams) = &self.streams {
+        if inserted {
             // Not offered, not queued: the caller hears the queue is down.
-            if let Err(e) = streams.push(&id, new.priority).await {
+            if let Err(e) = self.delivery.offer(&id, new.priority).await {
                 self.write(
                     sqlx::query("DELETE FROM jobs WHERE id = $1")
                         .bind(&id)
                         .execute(&self.db),
                 )
                 .await?;
-                return Err(e.into());
+                return Err(e);
             }
         }
         let row = if inserted {
@@ -297,17 +298,15 @@ impl JobQueue {
     /// if that was its last attempt it goes to the dead-letter queue instead.
     pub async fn claim(&self) -> Result<Option<Claimed>, JobError> {
         loop {
-            let claimed = match &self.streams {
-                None => self.claim_next().await?,
-                Some(streams) => match streams.next(now_ms()).await? {
-                    None => return Ok(None),
-                    Some((id, delivery)) => match self.claim_by_id(&id, delivery.clone()).await? {
-                        Some(claimed) => Some(claimed),
-                        None => {
-                            self.drop_stale_delivery(streams, &id, &delivery).await?;
-                            continue;
-                        }
-                    },
+            let claimed = match self.delivery.next(now_ms()).await? {
+                Next::Nothing => return Ok(None),
+                Next::MostUrgent => self.claim_next().await?,
+                Next::Job { id, receipt } => match self.claim_by_id(&id, receipt.clone()).await? {
+                    Some(claimed) => Some(claimed),
+                    None => {
+                        self.drop_stale_delivery(&id, &receipt).await?;
+                        continue;
+                    }
                 },
             };
             let Some(claimed) = claimed else {
@@ -330,7 +329,7 @@ impl JobQueue {
     fn claimed(
         row: &AnyRow,
         lease: String,
-        delivery: Option<Delivery>,
+        delivery: Option<Receipt>,
     ) -> Result<Claimed, sqlx::Error> {
         Ok(Claimed {
             id: row.try_get("id")?,
@@ -392,7 +391,7 @@ impl JobQueue {
 
     /// A delivered job, if it is still there to run (not finished, cancelled,
     /// or held by a worker whose lease is still good).
-    async fn claim_by_id(&self, id: &str, delivery: Delivery) -> Result<Option<Claimed>, JobError> {
+    async fn claim_by_id(&self, id: &str, delivery: Receipt) -> Result<Option<Claimed>, JobError> {
         let now = now_ms();
         let lease = uuid::Uuid::new_v4().simple().to_string();
         let row = self
@@ -418,12 +417,7 @@ impl JobQueue {
     /// A delivery that could not be claimed: dropped when its job is over;
     /// left pending when the job is running or waiting (it comes back after
     /// the visibility timeout, and the sweep re-offers such jobs anyway).
-    async fn drop_stale_delivery(
-        &self,
-        streams: &JobStreams,
-        id: &str,
-        delivery: &Delivery,
-    ) -> Result<(), JobError> {
+    async fn drop_stale_delivery(&self, id: &str, receipt: &Receipt) -> Result<(), JobError> {
         let status: Option<String> = sqlx::query("SELECT status FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db)
@@ -431,15 +425,15 @@ impl JobQueue {
             .map(|row| row.try_get("status"))
             .transpose()?;
         if !matches!(status.as_deref(), Some("queued" | "processing")) {
-            streams.done(delivery).await?;
+            self.delivery.done(receipt).await?;
         }
         Ok(())
     }
 
-    /// Acknowledges the claimed job's delivery (Redis Streams only).
+    /// Acknowledges the claimed job's delivery, if it was delivered.
     async fn acknowledge(&self, claimed: &Claimed) -> Result<(), JobError> {
-        if let (Some(streams), Some(delivery)) = (&self.streams, &claimed.delivery) {
-            streams.done(delivery).await?;
+        if let Some(receipt) = &claimed.delivery {
+            self.delivery.done(receipt).await?;
         }
         Ok(())
     }
@@ -514,9 +508,9 @@ impl JobQueue {
         if changed.rows_affected() == 0 {
             return Ok(FailOutcome::LeaseLost);
         }
-        if retry && let Some(streams) = &self.streams {
-            streams
-                .push_later(&claimed.id, claimed.priority, visible_at)
+        if retry {
+            self.delivery
+                .offer_at(&claimed.id, claimed.priority, visible_at)
                 .await?;
         }
         self.acknowledge(claimed).await?;
@@ -546,9 +540,7 @@ impl JobQueue {
             .await?
             .rows_affected();
         if done == 1 {
-            if let Some(streams) = &self.streams {
-                streams.push(&claimed.id, claimed.priority).await?;
-            }
+            self.delivery.offer(&claimed.id, claimed.priority).await?;
             self.acknowledge(claimed).await?;
         }
         Ok(done == 1)
@@ -584,9 +576,7 @@ impl JobQueue {
             .rows_affected();
         let job = self.get(None, id).await?;
         if changed == 1 {
-            if let Some(streams) = &self.streams {
-                streams.push(&job.id, job.priority).await?;
-            }
+            self.delivery.offer(&job.id, job.priority).await?;
             self.submitted.notify_one();
         }
         Ok(job)
@@ -597,7 +587,7 @@ impl JobQueue {
     /// (an entry lost with Redis, or a crash between insert and offer).
     pub async fn clean_up(&self) -> Result<u64, JobError> {
         let now = now_ms();
-        if let Some(streams) = &self.streams {
+        if self.delivery.can_lose_offers() {
             let overdue = now.saturating_sub(duration_ms(self.settings.visibility_timeout));
             let rows = self.write(sqlx::query(
                 "UPDATE jobs SET updated_at_ms = $1 WHERE status IN ('queued', 'processing') \
@@ -609,8 +599,8 @@ impl JobQueue {
             .await?;
             for row in &rows {
                 let id: String = row.try_get("id")?;
-                streams
-                    .push(&id, Priority::from_rank(row.try_get("priority")?))
+                self.delivery
+                    .offer(&id, Priority::from_rank(row.try_get("priority")?))
                     .await?;
             }
             if !rows.is_empty() {

@@ -24,9 +24,9 @@ const PRIORITIES: [Priority; 4] = [
     Priority::Low,
 ];
 
-/// Where a claimed job came from, to acknowledge it when done.
+/// Where a delivered job came from, to acknowledge it when done.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub struct Receipt {
     pub stream: String,
     pub entry: String,
 }
@@ -159,7 +159,7 @@ impl JobStreams {
 
     /// The next delivery, most urgent stream first: a new entry, else one a
     /// dead worker left pending past the visibility timeout.
-    pub async fn next(&self, now_ms: i64) -> Result<Option<(String, Delivery)>, redis::RedisError> {
+    pub async fn next(&self, now_ms: i64) -> Result<Option<(String, Receipt)>, redis::RedisError> {
         self.promote_due(now_ms).await?;
         for priority in PRIORITIES {
             let stream = self.stream(priority);
@@ -207,9 +207,9 @@ impl JobStreams {
         &self,
         stream: &str,
         entries: impl IntoIterator<Item = (String, Vec<(String, String)>)>,
-    ) -> Result<Option<(String, Delivery)>, redis::RedisError> {
+    ) -> Result<Option<(String, Receipt)>, redis::RedisError> {
         for (entry, fields) in entries {
-            let delivery = Delivery {
+            let delivery = Receipt {
                 stream: stream.to_string(),
                 entry,
             };
@@ -222,7 +222,7 @@ impl JobStreams {
     }
 
     /// Acknowledges and deletes a delivery: the job needs it no more.
-    pub async fn done(&self, delivery: &Delivery) -> Result<(), redis::RedisError> {
+    pub async fn done(&self, delivery: &Receipt) -> Result<(), redis::RedisError> {
         let _: () = redis::pipe()
             .cmd("XACK")
             .arg(&delivery.stream)

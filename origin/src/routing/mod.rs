@@ -103,6 +103,23 @@ pub struct Answer {
     pub usage_estimated: bool,
 }
 
+impl Deployment {
+    /// What the provider needs for one call with `key`.
+    fn call<'a>(&'a self, key: Option<&'a SecretString>) -> Call<'a> {
+        Call {
+            model: &self.upstream_model,
+            key: key.map(ExposeSecret::expose_secret),
+        }
+    }
+}
+
+/// What a chat request is charged against a key's token budget before the
+/// provider reports usage: the prompt estimate plus its output cap (256
+/// when it sets none).
+fn budget_estimate(request: &ChatRequest) -> u32 {
+    request.estimated_prompt_tokens() + request.max_output_tokens().unwrap_or(256)
+}
+
 /// A deployment's condition for `/ready` and the stats endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentHealth {
@@ -347,8 +364,7 @@ impl Engine {
         request: Arc<ChatRequest>,
         priority: Priority,
     ) -> Result<Served<Answer>, RouteError> {
-        let estimate =
-            request.estimated_prompt_tokens() + request.max_output_tokens().unwrap_or(256);
+        let estimate = budget_estimate(&request);
         let served = self
             .attempt(
                 &request.model,
@@ -357,10 +373,7 @@ impl Engine {
                 |deployment, key| {
                     let request = Arc::clone(&request);
                     async move {
-                        let call = Call {
-                            model: &deployment.upstream_model,
-                            key: key.as_ref().map(ExposeSecret::expose_secret),
-                        };
+                        let call = deployment.call(key.as_ref());
                         deployment.provider.complete(call, &request).await
                     }
                 },
@@ -397,8 +410,7 @@ impl Engine {
         request: Arc<ChatRequest>,
         priority: Priority,
     ) -> Result<Served<EventStream>, RouteError> {
-        let estimate =
-            request.estimated_prompt_tokens() + request.max_output_tokens().unwrap_or(256);
+        let estimate = budget_estimate(&request);
         let idle = self.policy.stream_idle_timeout;
         self.attempt(
             &request.model,
@@ -407,10 +419,7 @@ impl Engine {
             |deployment, key| {
                 let request = Arc::clone(&request);
                 async move {
-                    let call = Call {
-                        model: &deployment.upstream_model,
-                        key: key.as_ref().map(ExposeSecret::expose_secret),
-                    };
+                    let call = deployment.call(key.as_ref());
                     let mut stream = deployment.provider.stream(call, &request).await?;
                     let first = match stream.next().await {
                         Some(Ok(event)) => Some(event),
@@ -440,10 +449,7 @@ impl Engine {
             |deployment, key| {
                 let inputs = Arc::clone(&inputs);
                 async move {
-                    let call = Call {
-                        model: &deployment.upstream_model,
-                        key: key.as_ref().map(ExposeSecret::expose_secret),
-                    };
+                    let call = deployment.call(key.as_ref());
                     deployment.provider.embed(call, &inputs).await
                 }
             },
