@@ -3,30 +3,28 @@
 //! breaker, each with a key pool; retries with backoff for retryable failures;
 //! fallback to the next deployment; identical concurrent requests coalesced.
 
+mod attempt;
+mod coalesce;
+mod from_config;
 pub mod keypool;
 pub mod resilience;
 
 pub use resilience::{BreakerState, backoff};
 
-use crate::config::{Config, ProviderKind};
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 use crate::priority::Priority;
-use crate::provider::anthropic::Anthropic;
-use crate::provider::openai_compat::OpenAiCompatible;
-use crate::provider::simulated::Simulated;
 use crate::provider::{
     Call, Completion, Embeddings, EventStream, Provider, ProviderError, StreamEvent,
 };
-use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::{Stream, StreamExt};
-use keypool::{Exhausted, KeyBudgets, KeyHealth, KeyPool, Lease};
+use keypool::{KeyHealth, KeyPool};
 use resilience::Breaker;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Price of a deployment's tokens, in US dollars per million.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -213,153 +211,7 @@ impl Engine {
         Ok(order)
     }
 
-    /// Runs `call` against the alias's deployments until one succeeds or
-    /// nothing is left to try. `used_tokens` reads how much a success cost, to
-    /// correct the key's token budget.
-    async fn attempt<T, F, Fut>(
-        &self,
-        model: &str,
-        priority: Priority,
-        estimated_tokens: u32,
-        call: F,
-        used_tokens: impl Fn(&T) -> u32,
-    ) -> Result<Served<T>, RouteError>
-    where
-        F: Fn(Arc<Deployment>, Option<SecretString>) -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-    {
-        let policy = self.policy;
-        let mut attempts = 0;
-        let mut last_error: Option<ProviderError> = None;
-        let mut rate_limited_for: Option<Option<Duration>> = None;
-        for deployment in self.order(model)? {
-            let mut tries = 0;
-            while tries < policy.attempts {
-                if !deployment.breaker.is_available() {
-                    break;
-                }
-                let lease = match deployment.keys.acquire(priority, estimated_tokens) {
-                    Ok(lease) => lease,
-                    Err(Exhausted::Unhealthy) => break,
-                    Err(Exhausted::Busy { retry_in }) => {
-                        match retry_in {
-                            // A key comes back soon enough to wait for within this try.
-                            Some(wait)
-                                if wait <= policy.backoff_max && tries + 1 < policy.attempts =>
-                            {
-                                tries += 1;
-                                tokio::time::sleep(wait).await;
-                                continue;
-                            }
-                            _ => {
-                                let soonest = match (rate_limited_for.flatten(), retry_in) {
-                                    (Some(a), Some(b)) => Some(a.min(b)),
-                                    (a, b) => a.or(b),
-                                };
-                                rate_limited_for = Some(soonest);
-                                break;
-                            }
-                        }
-                    }
-                };
-                // In half-open, only one caller gets to probe the deployment.
-                if !deployment.breaker.try_acquire() {
-                    lease.unused();
-                    break;
-                }
-                tries += 1;
-                attempts += 1;
-                let secret = lease.secret().cloned();
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
-                    policy.first_byte_timeout,
-                    call(Arc::clone(&deployment), secret),
-                )
-                .await
-                .unwrap_or(Err(ProviderError::Timeout("before the first byte")));
-                // Whole answers, or the head of a stream (time to first byte).
-                metrics::histogram!("sluice_upstream_request_duration_seconds",
-                    "deployment" => deployment.name.clone(),
-                    "outcome" => outcome.as_ref().map_or_else(failure_kind, |_| "ok"))
-                .record(started.elapsed().as_secs_f64());
-                let error = match outcome {
-                    Ok(value) => {
-                        lease.succeeded(used_tokens(&value));
-                        deployment.breaker.record_success();
-                        return Ok(Served {
-                            value,
-                            deployment,
-                            attempts,
-                        });
-                    }
-                    Err(error) => error,
-                };
-                settle_failure(&deployment, lease, &error, attempts);
-                if !error.retryable() {
-                    return Err(RouteError::Rejected(error));
-                }
-                // A rate-limited key is resting; the next try takes another key
-                // at once. Anything else waits out a jittered backoff.
-                let rate_limited = matches!(error, ProviderError::RateLimited { .. });
-                last_error = Some(error);
-                if !rate_limited && tries < policy.attempts {
-                    tokio::time::sleep(backoff(tries - 1, policy.backoff_base, policy.backoff_max))
-                        .await;
-                }
-            }
-        }
-        Err(exhausted(last_error, rate_limited_for))
-    }
-
-    /// A non-streamed chat completion. With `coalesce_key`, identical requests
-    /// in flight at once share one upstream call (the key should cover the
-    /// caller and the whole request).
-    pub async fn complete(
-        self: &Arc<Self>,
-        request: Arc<ChatRequest>,
-        priority: Priority,
-        coalesce_key: Option<[u8; 32]>,
-    ) -> Result<(Served<Answer>, bool), RouteError> {
-        let Some(key) = coalesce_key else {
-            return self
-                .complete_once(request, priority)
-                .await
-                .map(|a| (a, false));
-        };
-        let (shared, joined) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&key).and_then(WeakShared::upgrade) {
-                Some(shared) => (shared, true),
-                None => {
-                    if inflight.len() >= INFLIGHT_SWEEP_AT {
-                        inflight.retain(|_, weak| weak.upgrade().is_some());
-                    }
-                    let engine = Arc::clone(self);
-                    let shared: SharedAnswer =
-                        async move { engine.complete_once(request, priority).await }
-                            .boxed()
-                            .shared();
-                    if let Some(weak) = shared.downgrade() {
-                        inflight.insert(key, weak);
-                    }
-                    (shared, false)
-                }
-            }
-        };
-        let result = shared.clone().await;
-        // The first waiter to finish retires the entry: later requests are new calls.
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight
-            .get(&key)
-            .and_then(WeakShared::upgrade)
-            .is_none_or(|current| current.ptr_eq(&shared))
-        {
-            inflight.remove(&key);
-        }
-        result.map(|answer| (answer, joined))
-    }
-
-    async fn complete_once(
+    pub(super) async fn complete_once(
         &self,
         request: Arc<ChatRequest>,
         priority: Priority,
@@ -456,131 +308,6 @@ impl Engine {
             |e| e.prompt_tokens.unwrap_or(estimate),
         )
         .await
-    }
-}
-
-impl Engine {
-    /// The engine `config` describes, sharing one HTTP client (connection pool)
-    /// across every upstream.
-    pub fn from_config(config: &Config) -> Result<Engine, reqwest::Error> {
-        let routing = &config.routing;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(routing.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
-        let simulated: Arc<dyn Provider> = Arc::new(Simulated::new(config.simulated.clone()));
-        let breaker = || {
-            Breaker::new(
-                routing.breaker_failures,
-                Duration::from_millis(routing.breaker_open_ms),
-            )
-        };
-        let mut models = HashMap::new();
-        for model in &config.models {
-            let deployments = model
-                .deployments
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    let name = d
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{}/{}", model.name, i + 1));
-                    let provider: Arc<dyn Provider> = match d.provider {
-                        ProviderKind::Simulated => Arc::clone(&simulated),
-                        ProviderKind::Openai => Arc::new(OpenAiCompatible::new(
-                            client.clone(),
-                            d.base_url.as_deref().unwrap_or_default(),
-                        )),
-                        ProviderKind::Anthropic => Arc::new(Anthropic::new(
-                            client.clone(),
-                            d.base_url.as_deref().unwrap_or(ANTHROPIC_BASE_URL),
-                        )),
-                    };
-                    let keys = d.keys.clone();
-                    let budgets = KeyBudgets {
-                        requests_per_minute: d.requests_per_minute,
-                        tokens_per_minute: d.tokens_per_minute,
-                    };
-                    Arc::new(Deployment {
-                        keys: KeyPool::new(&name, keys, budgets, breaker, routing.critical_reserve),
-                        name,
-                        provider,
-                        upstream_model: d.model.clone().unwrap_or_else(|| model.name.clone()),
-                        weight: d.weight,
-                        breaker: breaker(),
-                        pricing: Pricing {
-                            input_per_million: d.input_cost_per_million,
-                            output_per_million: d.output_cost_per_million,
-                        },
-                    })
-                })
-                .collect();
-            models.insert(model.name.clone(), deployments);
-        }
-        let policy = RetryPolicy {
-            attempts: routing.attempts,
-            backoff_base: Duration::from_millis(routing.backoff_base_ms),
-            backoff_max: Duration::from_millis(routing.backoff_max_ms),
-            first_byte_timeout: Duration::from_millis(routing.first_byte_timeout_ms),
-            stream_idle_timeout: Duration::from_millis(routing.stream_idle_timeout_ms),
-        };
-        Ok(Engine::new(models, policy))
-    }
-}
-
-/// A failed call's consequences: logged and counted, the key rested or
-/// released, the deployment's breaker told whether it was an outage.
-fn settle_failure(deployment: &Deployment, lease: Lease<'_>, error: &ProviderError, attempt: u32) {
-    tracing::info!(event = "upstream_attempt_failed", deployment = %deployment.name,
-        key = %lease.label(), attempt, error = %error, "upstream call failed");
-    metrics::counter!("sluice_upstream_failures_total",
-        "deployment" => deployment.name.clone(), "kind" => failure_kind(error))
-    .increment(1);
-    match error {
-        ProviderError::RateLimited { retry_after, .. } => lease.rate_limited(*retry_after),
-        ProviderError::Unauthorized { .. } => lease.failed(),
-        e if e.is_outage() => lease.failed(),
-        _ => lease.released(),
-    }
-    if error.is_outage() {
-        if deployment.breaker.record_failure() {
-            tracing::warn!(event = "deployment_breaker_opened", deployment = %deployment.name,
-                "deployment circuit opened");
-        }
-    } else {
-        deployment.breaker.record_success();
-    }
-}
-
-/// Why nothing answered, once every deployment has been tried.
-fn exhausted(
-    last_error: Option<ProviderError>,
-    rate_limited_for: Option<Option<Duration>>,
-) -> RouteError {
-    match (last_error, rate_limited_for) {
-        (Some(ProviderError::RateLimited { retry_after, .. }), _) => RouteError::RateLimited {
-            retry_in: rate_limited_for.flatten().or(retry_after),
-        },
-        (None, Some(retry_in)) => RouteError::RateLimited { retry_in },
-        (Some(error), _) => RouteError::Unavailable(error),
-        (None, None) => RouteError::NoHealthyDeployment,
-    }
-}
-
-const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
-
-fn failure_kind(error: &ProviderError) -> &'static str {
-    match error {
-        ProviderError::RateLimited { .. } => "rate_limited",
-        ProviderError::Unauthorized { .. } => "unauthorized",
-        ProviderError::Rejected { .. } => "rejected",
-        ProviderError::Unavailable { .. } => "unavailable",
-        ProviderError::Timeout(_) => "timeout",
-        ProviderError::Connect(_) => "connect",
-        ProviderError::Protocol(_) => "protocol",
-        ProviderError::Unsupported(_) => "unsupported",
     }
 }
 
