@@ -1,4 +1,9 @@
 //! The one error type of the HTTP API, mapped to OpenAI's error shape.
+//!
+//! The conversions from the domain's errors (routing) and axum's rejections
+//! are here; each feature's own store error (`ConversationError`,
+//! `JobError`, `KeyError`) converts beside that feature's handlers, because
+//! `http` sits below the features and must not import them.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
