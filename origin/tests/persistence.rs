@@ -938,3 +938,62 @@ async fn similar_prompts_are_answered_from_the_semantic_cache_per_principal() {
     }
     assert_eq!(upstream.seen().len(), 5);
 }
+
+#[tokio::test]
+async fn conversation_turns_use_the_semantic_cache_only_when_their_setting_says_so() {
+    for (setting, reused) in [
+        ("", false),
+        ("[conversations]\nsemantic_cache = true\n", true),
+    ] {
+        let upstream = Upstream::start().await;
+        let db = TestDb::sqlite();
+        let config = db.config(&format!(
+            "{setting}[cache.semantic]\nembeddings_model = \"emb\"\n{}\
+             [[models]]\nname = \"emb\"\ndeployments = [{{ provider = \"simulated\" }}]\n",
+            config_toml(&upstream, "")
+        ));
+        let (_state, router) = state_and_router(&config).await;
+        let alice = identity("alice", Tier::Free, &[]);
+        let mut labels = Vec::new();
+        // The same first message in two new conversations: the same prompt.
+        for _ in 0..2 {
+            let (status, conversation) = call(
+                &router,
+                "POST",
+                "/v1/conversations",
+                &alice,
+                Some(json!({ "model": "m" })),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+            let path = format!(
+                "/v1/conversations/{}/messages",
+                conversation["id"].as_str().unwrap()
+            );
+            let body = json!({ "content": "What is the capital of France?" });
+            let (status, headers, text) =
+                send(&router, signed("POST", &path, &alice, &[], Some(body))).await;
+            assert_eq!(status, StatusCode::CREATED, "{text}");
+            labels.push(
+                headers
+                    .get("x-sluice-semantic-cache")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            );
+        }
+        if reused {
+            assert_eq!(labels, [Some("miss".into()), Some("hit".into())]);
+            assert_eq!(
+                upstream.seen().len(),
+                1,
+                "the second turn made no upstream call"
+            );
+        } else {
+            assert_eq!(
+                labels,
+                [None, None],
+                "turns leave the semantic cache alone by default"
+            );
+            assert_eq!(upstream.seen().len(), 2);
+        }
+    }
+}
