@@ -52,11 +52,8 @@ impl Engine {
                                 continue;
                             }
                             _ => {
-                                let soonest = match (rate_limited_for.flatten(), retry_in) {
-                                    (Some(a), Some(b)) => Some(a.min(b)),
-                                    (a, b) => a.or(b),
-                                };
-                                rate_limited_for = Some(soonest);
+                                rate_limited_for =
+                                    Some(sooner(rate_limited_for.flatten(), retry_in));
                                 break;
                             }
                         }
@@ -69,19 +66,12 @@ impl Engine {
                 }
                 tries += 1;
                 attempts += 1;
-                let secret = lease.secret().cloned();
-                let started = Instant::now();
-                let outcome = tokio::time::timeout(
+                let outcome = timed(
+                    &deployment,
                     policy.first_byte_timeout,
-                    call(Arc::clone(&deployment), secret),
+                    call(Arc::clone(&deployment), lease.secret().cloned()),
                 )
-                .await
-                .unwrap_or(Err(ProviderError::Timeout("before the first byte")));
-                // Whole answers, or the head of a stream (time to first byte).
-                metrics::histogram!("sluice_upstream_request_duration_seconds",
-                    "deployment" => deployment.name.clone(),
-                    "outcome" => outcome.as_ref().map_or_else(failure_kind, |_| "ok"))
-                .record(started.elapsed().as_secs_f64());
+                .await;
                 let error = match outcome {
                     Ok(value) => {
                         lease.succeeded(used_tokens(&value));
@@ -110,6 +100,32 @@ impl Engine {
         }
         Err(exhausted(last_error, rate_limited_for))
     }
+}
+
+/// The earlier of two optional waits.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One upstream call bounded by the first-byte timeout, timed by outcome
+/// (whole answers, or the head of a stream: time to first byte).
+async fn timed<T>(
+    deployment: &Deployment,
+    first_byte_timeout: Duration,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(first_byte_timeout, call)
+        .await
+        .unwrap_or(Err(ProviderError::Timeout("before the first byte")));
+    metrics::histogram!("sluice_upstream_request_duration_seconds",
+        "deployment" => deployment.name.clone(),
+        "outcome" => outcome.as_ref().map_or_else(failure_kind, |_| "ok"))
+    .record(started.elapsed().as_secs_f64());
+    outcome
 }
 
 /// A failed call's consequences: logged and counted, the key rested or
