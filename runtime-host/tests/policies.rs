@@ -1427,3 +1427,43 @@ async fn conformance_two_instances_never_exceed_the_limit_on_any_shared_flavour(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_accepts_anthropics_x_api_key_when_there_is_no_authorization_header() {
+    use auth::*;
+    let alice_key = "sk-alice-key-000000000000";
+    let bob_key = "sk-bob-key-00000000000000";
+    let records = format!(
+        "{}:alice:premium,{}:bob:free",
+        sluice_core::api_key::hash(alice_key),
+        sluice_core::api_key::hash(bob_key)
+    );
+    let policy = Policy::new("auth", &[("api_keys", &records)], memory());
+    let with = |headers: &[(&str, &str)]| {
+        let mut request = head("GET", "/v1/me", None);
+        request.headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        request
+    };
+    let alice = authenticate(&policy, &with(&[("x-api-key", alice_key)]))
+        .await
+        .unwrap();
+    assert_eq!(alice.subject, "alice");
+    // Both sent: `Authorization` decides.
+    let bearer = format!("Bearer {bob_key}");
+    let both = authenticate(
+        &policy,
+        &with(&[("authorization", &bearer), ("x-api-key", alice_key)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(both.subject, "bob");
+    for bad in ["not-a-key-or-a-jwt", "  "] {
+        let (status, _, body) = authenticate(&policy, &with(&[("x-api-key", bad)]))
+            .await
+            .unwrap_err();
+        assert_eq!(status, 401, "{bad:?}: {body}");
+    }
+}

@@ -545,3 +545,40 @@ async fn a_job_submitted_at_the_edge_completes_in_the_background() {
         "another caller's job"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropics_x_api_key_is_accepted_and_never_forwarded() {
+    // A stub origin that records the headers of what the edge forwards.
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>> = Default::default();
+    let record = std::sync::Arc::clone(&seen);
+    let stub = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = std::sync::Arc::clone(&record);
+        async move {
+            record.lock().unwrap().push(headers);
+            axum::Json(json!({ "object": "stub" }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stub_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, stub).await });
+    let stack = Stack::start(Options {
+        edge_variables: vec![("origin_url", stub_url)],
+        ..Options::default()
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", stack.edge))
+        .header("x-api-key", DEMO_KEY)
+        .header("content-type", "application/json")
+        .body(json!({ "model": "m", "messages": [], "stream": true }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let forwarded = seen.lock().unwrap().pop().unwrap();
+    assert!(forwarded.get("x-api-key").is_none(), "{forwarded:?}");
+    assert!(forwarded.get("authorization").is_none(), "{forwarded:?}");
+    let identity = forwarded["x-sluice-identity"].to_str().unwrap();
+    let who = sluice_core::identity::Identity::decode(identity).unwrap();
+    assert_eq!(who.sub, "alice");
+}

@@ -1,4 +1,6 @@
-//! Auth policy: turns the `Authorization` header into a principal.
+//! Auth policy: turns the presented credential (`Authorization: Bearer`, or
+//! Anthropic's `x-api-key`, which is read only when there is no
+//! `Authorization` header) into a principal.
 //!
 //! Bearer JWTs (anything not starting with `sk-`) are checked by `jwt`:
 //! `jwt_hs256_secret`, `jwks_url`, `jwt_issuer`, `jwt_audience`,
@@ -61,28 +63,50 @@ fn setting(name: &str) -> Option<String> {
     config::get(name).ok().flatten()
 }
 
-fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, Denial> {
-    let header = head
-        .headers
-        .iter()
-        .find(|(name, _)| name == "authorization")
-        .map(|(_, v)| v.as_str());
-    let Some(header) = header else {
-        return anonymous(head, settings).ok_or_else(|| {
-            unauthorized("Missing API key. Send `Authorization: Bearer <key>`.", None)
-        });
+/// The credential a request presents: `Authorization: Bearer <token>`, or
+/// Anthropic's `x-api-key: <key>` (what its SDKs and coding assistants send);
+/// `None` when it presents neither.
+fn presented_token(head: &RequestHead) -> Result<Option<&str>, Denial> {
+    let header = |wanted: &str| {
+        head.headers
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, v)| v.as_str())
     };
-    if header.len() > MAX_CREDENTIAL_BYTES {
+    let (value, bearer) = match (header("authorization"), header("x-api-key")) {
+        (Some(authorization), _) => (authorization, true),
+        (None, Some(key)) => (key, false),
+        (None, None) => return Ok(None),
+    };
+    if value.len() > MAX_CREDENTIAL_BYTES {
         return Err(unauthorized(
             "Credential too large.",
             Some("invalid_request"),
         ));
     }
-    let Some(token) = bearer_token(header) else {
-        return Err(unauthorized(
-            "Authorization header must use the Bearer scheme.",
-            Some("invalid_request"),
-        ));
+    let token = if bearer {
+        bearer_token(value).ok_or_else(|| {
+            unauthorized(
+                "Authorization header must use the Bearer scheme.",
+                Some("invalid_request"),
+            )
+        })?
+    } else {
+        Some(value.trim())
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| unauthorized("`x-api-key` is empty.", Some("invalid_request")))?
+    };
+    Ok(Some(token))
+}
+
+fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, Denial> {
+    let Some(token) = presented_token(head)? else {
+        return anonymous(head, settings).ok_or_else(|| {
+            unauthorized(
+                "Missing API key. Send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+                None,
+            )
+        });
     };
     if !token.starts_with("sk-") {
         return from_jwt(token, settings);

@@ -35,6 +35,7 @@ type Headers = Vec<(String, String)>;
 /// signed identity (which only the gateway may set), and hop-by-hop headers.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
+    "x-api-key",
     "host",
     "connection",
     "keep-alive",

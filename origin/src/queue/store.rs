@@ -235,7 +235,6 @@ impl JobQueue {
             }
         }
         let row = if inserted {
-            self.submitted.notify_one();
             sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
                 .bind(&id)
                 .fetch_one(&self.db)
@@ -249,6 +248,11 @@ impl JobQueue {
             .fetch_one(&self.db)
             .await?
         };
+        // Read before waking a worker here, so the answer shows the job as it
+        // was queued rather than racing a claim (`processing` in a 202).
+        if inserted {
+            self.submitted.notify_one();
+        }
         Ok((job(&row)?, inserted))
     }
 
