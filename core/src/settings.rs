@@ -164,7 +164,6 @@ pub struct AuthSettings {
     pub api_keys: Vec<KeyRecord>,
     pub api_key_cache_seconds: u64,
     pub api_key_negative_cache_seconds: u64,
-    pub jwt: JwtSettings,
     pub anonymous_routes: Vec<RoutePattern>,
     pub admin_routes: Vec<RoutePattern>,
 }
@@ -174,12 +173,11 @@ impl std::fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("api_keys", &self.api_keys.len())
             .field("api_key_cache_seconds", &self.api_key_cache_seconds)
-            .field("jwt", &self.jwt)
             .finish_non_exhaustive()
     }
 }
 
-/// How bearer JWTs are checked.
+/// How bearer JWTs are checked; read only for a request that presents one.
 #[derive(Clone)]
 pub struct JwtSettings {
     /// HS256 with this secret; `None`: HS256 refused.
@@ -215,18 +213,24 @@ impl AuthSettings {
             api_keys: reader.parsed("api_keys", api_key::parse_records)?,
             api_key_cache_seconds: reader.number("api_key_cache_seconds")?,
             api_key_negative_cache_seconds: reader.number("api_key_negative_cache_seconds")?,
-            jwt: JwtSettings {
-                hs256_secret: reader.optional("jwt_hs256_secret")?,
-                jwks_url: reader.optional("jwks_url")?,
-                issuer: reader.optional("jwt_issuer")?,
-                audience: reader.optional("jwt_audience")?,
-                leeway_seconds: reader.number("jwt_leeway_seconds")?,
-                tier_claim: reader.text("jwt_tier_claim")?.trim().to_string(),
-                jwks_cache_seconds: reader.number("jwks_cache_seconds")?,
-                jwks_refresh_interval_seconds: reader.number("jwks_refresh_interval_seconds")?,
-            },
             anonymous_routes: reader.routes("anonymous_routes")?,
             admin_routes: reader.routes("admin_routes")?,
+        })
+    }
+}
+
+impl JwtSettings {
+    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<JwtSettings, SettingsError> {
+        let reader = Reader { get };
+        Ok(JwtSettings {
+            hs256_secret: reader.optional("jwt_hs256_secret")?,
+            jwks_url: reader.optional("jwks_url")?,
+            issuer: reader.optional("jwt_issuer")?,
+            audience: reader.optional("jwt_audience")?,
+            leeway_seconds: reader.number("jwt_leeway_seconds")?,
+            tier_claim: reader.text("jwt_tier_claim")?.trim().to_string(),
+            jwks_cache_seconds: reader.number("jwks_cache_seconds")?,
+            jwks_refresh_interval_seconds: reader.number("jwks_refresh_interval_seconds")?,
         })
     }
 }
@@ -261,12 +265,12 @@ impl RateLimitSettings {
     }
 }
 
-/// The cache policy's variables.
+/// The cache policy's variables for a lookup (the entry size limit is read
+/// only when a response is offered: [`CacheSettings::max_entry_bytes`]).
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     pub routes: Vec<Route>,
     pub invalidate_on: Vec<RoutePattern>,
-    pub max_entry_bytes: usize,
 }
 
 impl CacheSettings {
@@ -275,8 +279,12 @@ impl CacheSettings {
         Ok(CacheSettings {
             routes: reader.parsed("cache_routes", cache_entry::parse_routes)?,
             invalidate_on: reader.routes("cache_invalidate_on")?,
-            max_entry_bytes: reader.number("cache_max_entry_bytes")?,
         })
+    }
+
+    /// Larger responses are not stored.
+    pub fn max_entry_bytes(get: impl Fn(&str) -> Option<String>) -> Result<usize, SettingsError> {
+        Reader { get }.number("cache_max_entry_bytes")
     }
 }
 
@@ -293,7 +301,12 @@ mod tests {
     fn every_default_parses() {
         OriginSettings::load(defaults_only).unwrap();
         let auth = AuthSettings::load(defaults_only).unwrap();
-        assert!(auth.jwt.hs256_secret.is_none());
+        assert!(
+            JwtSettings::load(defaults_only)
+                .unwrap()
+                .hs256_secret
+                .is_none()
+        );
         assert!(route::any_matches(
             &auth.admin_routes,
             "GET",
@@ -304,7 +317,10 @@ mod tests {
         assert_eq!(limits.fail_mode, FailMode::Open);
         assert!(limits.admin.quota.is_none());
         let cache = CacheSettings::load(defaults_only).unwrap();
-        assert_eq!(cache.max_entry_bytes, 1 << 20);
+        assert_eq!(
+            CacheSettings::max_entry_bytes(defaults_only).unwrap(),
+            1 << 20
+        );
         assert!(
             cache
                 .routes
@@ -341,9 +357,10 @@ mod tests {
             _ => None,
         };
         let shown = format!(
-            "{:?} {:?}",
+            "{:?} {:?} {:?}",
             OriginSettings::load(get).unwrap(),
-            AuthSettings::load(get).unwrap()
+            AuthSettings::load(get).unwrap(),
+            JwtSettings::load(get).unwrap()
         );
         assert!(!shown.contains("very-secret"), "{shown}");
     }

@@ -29,8 +29,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-/// Every feature's sub-state; handlers take only theirs (`FromRef`).
-#[derive(Clone)]
+/// Every feature's sub-state; handlers take only theirs (`FromRef`, derived
+/// for each field; `ConversationsState` is put together below).
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub generation: GenerationService,
     pub conversations: ConversationStore,
@@ -132,28 +133,14 @@ pub enum StartError {
     Queue(redis::RedisError),
 }
 
-macro_rules! sub_state {
-    ($($ty:ty => |$s:ident| $make:expr;)*) => {
-        $(impl FromRef<AppState> for $ty {
-            fn from_ref($s: &AppState) -> $ty {
-                $make
-            }
-        })*
-    };
-}
-
-sub_state! {
-    GenerationService => |s| s.generation.clone();
-    KeyStore => |s| s.keys.clone();
-    JobQueue => |s| s.jobs.clone();
-    EdgeVerifier => |s| s.edge.clone();
-    BodyLimit => |s| s.body_limit;
-    OpsState => |s| s.ops.clone();
-    ConversationsState => |s| ConversationsState {
-        store: s.conversations.clone(),
-        generation: s.generation.clone(),
-        settings: s.turns.clone(),
-    };
+impl FromRef<AppState> for ConversationsState {
+    fn from_ref(state: &AppState) -> ConversationsState {
+        ConversationsState {
+            store: state.conversations.clone(),
+            generation: state.generation.clone(),
+            settings: state.turns.clone(),
+        }
+    }
 }
 
 /// The public API, every feature's routes, and the probes.

@@ -28,7 +28,7 @@ mod issued;
 mod jwt;
 
 use exports::sluice::auth::auth::Guest;
-use sluice_core::settings::{AuthSettings, OriginSettings};
+use sluice_core::settings::{AuthSettings, JwtSettings, OriginSettings};
 use sluice_core::{api_key, identity, route};
 use sluice_edge_shared::now_ms;
 use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier};
@@ -109,7 +109,7 @@ fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, D
         });
     };
     if !token.starts_with("sk-") {
-        return from_jwt(token, settings);
+        return from_jwt(token);
     }
     if let Some(record) = api_key::find(&settings.api_keys, token) {
         return Ok(Principal {
@@ -153,8 +153,9 @@ fn without_reserved(scopes: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-fn from_jwt(token: &str, settings: &AuthSettings) -> Result<Principal, Denial> {
-    let verified = jwt::verify(token, &settings.jwt, now_ms())
+fn from_jwt(token: &str) -> Result<Principal, Denial> {
+    let settings = JwtSettings::load(setting).map_err(|e| Denial::server_error(&e.to_string()))?;
+    let verified = jwt::verify(token, &settings, now_ms())
         .map_err(|jwt::Refusal(message)| unauthorized(&message, Some("invalid_token")))?;
     let tier = match verified.tier.as_deref() {
         None => Tier::Free,

@@ -134,10 +134,11 @@ impl Guest for Cache {
         let Some(ticket) = StoreTicket::parse(&ticket) else {
             return false;
         };
-        let Ok(settings) = settings() else {
+        let Ok(max_entry_bytes) = CacheSettings::max_entry_bytes(setting).map_err(log_invalid)
+        else {
             return false;
         };
-        if response.body.len() > settings.max_entry_bytes {
+        if response.body.len() > max_entry_bytes {
             return false;
         }
         let header = |name: &str| {
@@ -282,10 +283,16 @@ fn stored_generation(bucket: &store::Bucket, key: &str) -> Result<Option<u64>, (
     }
 }
 
+fn setting(name: &str) -> Option<String> {
+    config::get(name).ok().flatten()
+}
+
 fn settings() -> Result<CacheSettings, ()> {
-    CacheSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| {
-        eprintln!("event=cache_settings_invalid error={:?}", e.to_string());
-    })
+    CacheSettings::load(setting).map_err(log_invalid)
+}
+
+fn log_invalid(error: sluice_core::settings::SettingsError) {
+    eprintln!("event=cache_settings_invalid error={:?}", error.to_string());
 }
 
 export!(Cache);

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// Awaited with the whole text when a stream ends normally (not when the
 /// client leaves or the upstream fails), before the last chunk is sent:
@@ -112,12 +113,7 @@ pub fn sse_response(
     include_usage: bool,
     on_end: Option<OnStreamEnd>,
 ) -> Response {
-    let mut response_headers = axum::http::HeaderMap::new();
-    route_headers(
-        &mut response_headers,
-        &streamed.deployment,
-        streamed.attempts,
-    );
+    let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
     let rendering = Rendering {
         chunks: Chunks {
             id: completion_id(),
@@ -141,6 +137,6 @@ pub fn sse_response(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Tells nginx-style proxies in front not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    headers.extend(response_headers);
+    route_headers(headers, &deployment, attempts);
     response
 }
