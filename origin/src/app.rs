@@ -17,7 +17,7 @@ use crate::queue::JobQueue;
 use crate::queue::streams::JobStreams;
 use crate::queue::worker::Runner;
 use crate::routing::Engine;
-use crate::{conversations, generation, keys, ops, queue};
+use crate::{conversations, generation, keys, messages, ops, queue};
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -159,6 +159,7 @@ impl FromRef<AppState> for ConversationsState {
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .merge(generation::handlers::router())
+        .merge(messages::router())
         .merge(conversations::router())
         .merge(queue::router())
         .merge(keys::router())

@@ -347,6 +347,15 @@ pub struct DeploymentConfig {
     pub input_cost_per_million: f64,
     #[serde(default)]
     pub output_cost_per_million: f64,
+    /// Prompt tokens read from the provider's prompt cache; unset = input price.
+    #[serde(default)]
+    pub cached_input_cost_per_million: Option<f64>,
+    /// Prompt tokens written to the prompt cache (Anthropic); unset = input price.
+    #[serde(default)]
+    pub cache_write_cost_per_million: Option<f64>,
+    /// Reasoning tokens (part of the completion); unset = output price.
+    #[serde(default)]
+    pub reasoning_cost_per_million: Option<f64>,
 }
 
 impl DeploymentConfig {
@@ -417,6 +426,9 @@ impl Default for Config {
                     weight: 0,
                     input_cost_per_million: 0.0,
                     output_cost_per_million: 0.0,
+                    cached_input_cost_per_million: None,
+                    cache_write_cost_per_million: None,
+                    reasoning_cost_per_million: None,
                 }],
             }],
         }

@@ -90,15 +90,15 @@ async fn chat_completions(
     };
     if asked.is_stream() {
         let streamed = generation.stream(generate).await?;
-        return Ok(stream::sse_response(
-            streamed,
-            &asked.model,
-            asked.include_usage(),
-            None,
-        ));
+        let relay = stream::Relay {
+            include_usage: asked.include_usage(),
+            model: asked.model.clone(),
+            on_end: None,
+        };
+        return Ok(stream::sse_response(streamed, relay));
     }
     let mut completion = generation.complete(generate).await?;
-    completion.body.model = asked.model;
+    completion.body.set("model", asked.model.into());
     Ok(render::completion_response(completion))
 }
 

@@ -559,3 +559,372 @@ async fn the_simulator_serves_the_openai_wire_with_its_configured_failures() {
         "{text}"
     );
 }
+
+fn tools() -> Value {
+    json!([{ "type": "function", "function": { "name": "lookup", "description": "Looks a word up.",
+        "parameters": { "type": "object", "properties": { "q": { "type": "string" } }, "required": ["q"] } } }])
+}
+
+/// Every chunk of an SSE body as JSON (without `[DONE]`).
+fn chunks(payloads: &[String]) -> Vec<Value> {
+    payloads
+        .iter()
+        .filter(|p| *p != "[DONE]")
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect()
+}
+
+/// Tool calls reassembled from streamed deltas: (id, name, arguments) by index.
+fn streamed_tool_calls(chunks: &[Value]) -> Vec<(String, String, String)> {
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    for chunk in chunks {
+        for call in chunk["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if calls.len() <= index {
+                calls.resize(index + 1, Default::default());
+            }
+            if let Some(id) = call["id"].as_str() {
+                calls[index].0 = id.into();
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                calls[index].1 = name.into();
+            }
+            calls[index].2 += call["function"]["arguments"].as_str().unwrap_or("");
+        }
+    }
+    calls
+}
+
+#[tokio::test]
+async fn openai_tool_calls_and_unknown_fields_pass_through_both_ways() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let sent = json!({
+        "model": "gpt-test", "tools": tools(), "tool_choice": "auto", "parallel_tool_calls": true,
+        "temperature": 0.7, "x_client_extra": { "nested": [1, 2] }, "metadata": { "run": "r1" },
+        "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "look up a and b" },
+            { "type": "image_url", "image_url": { "url": "data:image/png;base64,AAAA", "detail": "low" } }] }],
+    });
+    let response = origin.chat(sent.clone()).await;
+    assert_eq!(response.status(), 200);
+    // 40 prompt tokens at $1000/M and 10 completion tokens at $2000/M.
+    assert_eq!(header(&response, "x-sluice-cost-usd"), "0.060000");
+    let body: Value = response.json().await.unwrap();
+    let mut forwarded = up.seen()[0].body.clone();
+    assert_eq!(forwarded["model"], "upstream-gpt");
+    forwarded["model"] = json!("gpt-test");
+    assert_eq!(forwarded, sent, "the request goes as the client sent it");
+    assert_eq!(body["model"], "gpt-test");
+    for field in ["system_fingerprint", "service_tier", "x_upstream_extra"] {
+        assert!(body.get(field).is_some(), "{field} kept: {body}");
+    }
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["refusal"], Value::Null);
+    assert_eq!(message["tool_calls"][1]["id"], "call_b");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        r#"{"q":"a"}"#
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 30);
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        4
+    );
+
+    // Streamed without include_usage: the deltas as sent, no usage.
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    let response = origin.chat(streamed).await;
+    assert_eq!(header(&response, "x-sluice-provider"), "openai");
+    let chunks = chunks(&sse_payloads(&response.text().await.unwrap()));
+    assert_eq!(
+        streamed_tool_calls(&chunks),
+        [
+            ("call_a".into(), "lookup".into(), r#"{"q":"a"}"#.into()),
+            ("call_b".into(), "lookup".into(), r#"{"q":"b"}"#.into())
+        ]
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["obfuscation"] == "xyz" && c["model"] == "gpt-test")
+    );
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "the client did not ask for usage"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    let asked = &up.seen()[1].body;
+    assert_eq!(
+        asked["stream_options"]["include_usage"], true,
+        "Sluice asks for usage"
+    );
+
+    // The tool results go back with their ids.
+    let mut second = sent.clone();
+    second["messages"].as_array_mut().unwrap().extend([
+        message.clone(),
+        json!({ "role": "tool", "tool_call_id": "call_a", "content": "A" }),
+        json!({ "role": "tool", "tool_call_id": "call_b", "content": "B" }),
+    ]);
+    let response = origin.chat(second.clone()).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], REPLY);
+    let mut forwarded = up.seen()[2].body.clone();
+    forwarded["model"] = json!("gpt-test");
+    assert_eq!(forwarded, second);
+}
+
+#[tokio::test]
+async fn anthropic_upstream_translates_tools_images_and_cache_control() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let sent = json!({
+        "model": "claude-test", "tools": tools(), "tool_choice": "required",
+        "messages": [
+            { "role": "system", "content": [{ "type": "text", "text": "sys", "cache_control": { "type": "ephemeral" } }] },
+            { "role": "user", "content": [
+                { "type": "text", "text": "look up a and b" },
+                { "type": "image_url", "image_url": { "url": "https://example.com/cat.png" } }] }],
+    });
+    let response = origin.chat(sent.clone()).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let seen = up.seen()[0].body.clone();
+    assert_eq!(seen["tools"][0]["input_schema"]["required"], json!(["q"]));
+    assert_eq!(seen["tool_choice"], json!({ "type": "any" }));
+    assert_eq!(
+        seen["system"][0]["cache_control"],
+        json!({ "type": "ephemeral" })
+    );
+    assert_eq!(
+        seen["messages"][0]["content"][1]["source"],
+        json!({ "type": "url", "url": "https://example.com/cat.png" })
+    );
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Looking up.");
+    assert_eq!(message["tool_calls"][0]["id"], "toolu_a");
+    assert_eq!(
+        message["tool_calls"][1]["function"]["arguments"],
+        r#"{"q":"b"}"#
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(body["usage"]["prompt_tokens"], 130);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 100);
+    assert_eq!(body["usage"]["cache_creation_input_tokens"], 10);
+
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({ "include_usage": true });
+    let response = origin.chat(streamed).await;
+    let chunks = chunks(&sse_payloads(&response.text().await.unwrap()));
+    assert_eq!(
+        streamed_tool_calls(&chunks),
+        [
+            ("toolu_a".into(), "lookup".into(), r#"{"q":"a"}"#.into()),
+            ("toolu_b".into(), "lookup".into(), r#"{"q":"b"}"#.into())
+        ]
+    );
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["prompt_tokens_details"]["cached_tokens"],
+        100
+    );
+
+    let mut second = sent.clone();
+    second["messages"].as_array_mut().unwrap().extend([
+        message.clone(),
+        json!({ "role": "tool", "tool_call_id": "toolu_a", "content": "A" }),
+        json!({ "role": "tool", "tool_call_id": "toolu_b", "content": "no such word", "is_error": true }),
+    ]);
+    let body: Value = origin.chat(second).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], REPLY);
+    let seen = up.seen()[2].body.clone();
+    let turns = seen["messages"].as_array().unwrap();
+    assert_eq!(turns[1]["content"][1]["type"], "tool_use");
+    assert_eq!(turns[1]["content"][1]["input"], json!({ "q": "a" }));
+    assert_eq!(
+        turns[2]["content"][0],
+        json!({ "type": "tool_result", "tool_use_id": "toolu_a", "content": "A" })
+    );
+    assert_eq!(turns[2]["content"][1]["is_error"], true);
+}
+
+impl Origin {
+    async fn messages(&self, body: &Value, beta: Option<&str>) -> reqwest::Response {
+        let mut request = self.post("/v1/messages", "alice", body);
+        if let Some(beta) = beta {
+            request = request.header("anthropic-beta", beta);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// `(event, data)` of an Anthropic SSE body.
+fn anthropic_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|frame| {
+            let mut lines = frame.lines();
+            let event = lines
+                .next()
+                .unwrap()
+                .strip_prefix("event: ")
+                .unwrap()
+                .to_string();
+            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+            (event, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+fn messages_body(model: &str) -> Value {
+    json!({
+        "model": model, "max_tokens": 256, "x_client_field": { "kept": [1] },
+        "system": [{ "type": "text", "text": "sys", "cache_control": { "type": "ephemeral" } }],
+        "tools": [{ "name": "lookup", "description": "Looks a word up.",
+                    "input_schema": { "type": "object", "properties": { "q": { "type": "string" } } } }],
+        "messages": [{ "role": "user", "content": "look up a and b" }],
+    })
+}
+
+#[tokio::test]
+async fn messages_pass_through_natively_to_anthropic() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let sent = messages_body("claude-test");
+    let response = origin.messages(&sent, Some("tools-2024-04-04")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-sluice-provider"), "anthropic");
+    assert_eq!(header(&response, "x-sluice-prompt-tokens"), "130");
+    let body: Value = response.json().await.unwrap();
+    let seen = &up.seen()[0];
+    let mut forwarded = seen.body.clone();
+    assert_eq!(forwarded["model"], "claude-upstream");
+    forwarded["model"] = json!("claude-test");
+    assert_eq!(forwarded, sent, "the body goes as the client sent it");
+    assert_eq!(seen.beta.as_deref(), Some("tools-2024-04-04"));
+    assert_eq!(body["model"], "claude-test");
+    assert_eq!(body["x_anthropic_extra"], "kept");
+    assert_eq!(body["content"][2]["id"], "toolu_b");
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 100);
+
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    let response = origin.messages(&streamed, None).await;
+    let events = anthropic_events(&response.text().await.unwrap());
+    assert_eq!(events[0].0, "message_start");
+    assert_eq!(events[0].1["message"]["model"], "claude-test");
+    assert_eq!(events.last().unwrap().0, "message_stop");
+    assert_eq!(events.len(), 14, "every upstream event relayed");
+
+    let response = origin
+        .post("/v1/messages/count_tokens", "alice", &sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let count: Value = response.json().await.unwrap();
+    assert_eq!(count["x_counted_by"], "test-upstream");
+}
+
+#[tokio::test]
+async fn messages_are_translated_for_openai_upstreams() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let sent = messages_body("gpt-test");
+    let response = origin.messages(&sent, None).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let seen = up.seen()[0].body.clone();
+    assert_eq!(
+        seen["messages"][0]["content"][0]["cache_control"],
+        json!({ "type": "ephemeral" })
+    );
+    assert_eq!(seen["tools"][0]["function"]["name"], "lookup");
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["model"], "gpt-test");
+    assert_eq!(body["stop_reason"], "tool_use");
+    assert_eq!(
+        body["content"][0],
+        json!({ "type": "tool_use", "id": "call_a", "name": "lookup", "input": { "q": "a" } })
+    );
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 30);
+    assert_eq!(body["usage"]["input_tokens"], 10);
+
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    let text = origin.messages(&streamed, None).await.text().await.unwrap();
+    let events = anthropic_events(&text);
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "ping"]);
+    assert_eq!(names[names.len() - 2..], ["message_delta", "message_stop"]);
+    let partial: String = events
+        .iter()
+        .filter(|(_, d)| d["index"] == 0 && d["delta"]["type"] == "input_json_delta")
+        .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap())
+        .collect();
+    assert_eq!(partial, r#"{"q":"a"}"#);
+    let stop = &events[events.len() - 2].1;
+    assert_eq!(stop["delta"]["stop_reason"], "tool_use");
+    assert_eq!(stop["usage"]["output_tokens"], 10);
+
+    // The tool result goes back as a `tool` message.
+    let mut second = sent.clone();
+    second["messages"].as_array_mut().unwrap().extend([
+        json!({ "role": "assistant", "content": body["content"] }),
+        json!({ "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "call_a", "content": "A" }] }),
+    ]);
+    let body: Value = origin.messages(&second, None).await.json().await.unwrap();
+    assert_eq!(body["content"][0]["text"], REPLY);
+    assert_eq!(body["stop_reason"], "end_turn");
+    let seen = up.seen()[2].body.clone();
+    assert_eq!(seen["messages"][2]["tool_calls"][0]["id"], "call_a");
+    assert_eq!(
+        seen["messages"][3],
+        json!({ "role": "tool", "content": "A", "tool_call_id": "call_a" })
+    );
+
+    let count: Value = origin
+        .post("/v1/messages/count_tokens", "alice", &sent)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(count["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn messages_errors_are_in_anthropics_shape() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let mut no_limit = messages_body("gpt-test");
+    no_limit.as_object_mut().unwrap().remove("max_tokens");
+    for (body, status, kind) in [
+        (no_limit, 400, "invalid_request_error"),
+        (messages_body("no-such-model"), 404, "not_found_error"),
+    ] {
+        let response = origin.messages(&body, None).await;
+        assert_eq!(response.status(), status);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["error"]["type"], kind, "{error}");
+    }
+    up.for_model("upstream-gpt", Behaviour::Status(429, Some(3)));
+    let response = origin.messages(&messages_body("gpt-test"), None).await;
+    assert_eq!(response.status(), 429);
+    assert!(!header(&response, "retry-after").is_empty());
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+}

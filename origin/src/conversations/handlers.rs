@@ -9,7 +9,7 @@ use crate::conversations::store::{
 };
 use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
 use crate::http::{ApiError, BodyLimit, LimitedBody};
-use crate::openai::{ChatMessage, ChatRequest, Content, Role, StreamOptions, Usage};
+use crate::openai::{ChatMessage, ChatRequest, Role, Usage};
 use crate::priority::Priority;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, FromRef, Path, Query, State};
@@ -189,9 +189,9 @@ struct PostMessage {
     model: Option<String>,
     #[serde(default)]
     stream: bool,
-    stream_options: Option<StreamOptions>,
+    stream_options: Option<serde_json::Value>,
     max_tokens: Option<u32>,
-    temperature: Option<f32>,
+    temperature: Option<f64>,
 }
 
 /// The answer to a non-streamed message: both stored turns.
@@ -201,15 +201,6 @@ struct Turn {
     user_message: Message,
     message: Message,
     usage: Usage,
-}
-
-fn message(role: Role, text: &str) -> ChatMessage {
-    ChatMessage {
-        role,
-        content: Some(Content::Text(text.to_string())),
-        name: None,
-        extra: Default::default(),
-    }
 }
 
 impl ConversationsState {
@@ -244,27 +235,28 @@ impl ConversationsState {
             .history(id, self.settings.context_messages)
             .await?;
         let mut messages = Vec::with_capacity(history.len() + 2);
-        messages.extend(system_prompt.map(|system| message(Role::System, system)));
+        messages
+            .extend(system_prompt.map(|system| ChatMessage::text_message(Role::System, system)));
         for earlier in &history {
             let role = match earlier.role.as_str() {
                 "assistant" => Role::Assistant,
                 "system" => Role::System,
                 _ => Role::User,
             };
-            messages.push(message(role, &earlier.content));
+            messages.push(ChatMessage::text_message(role, &earlier.content));
         }
-        messages.push(message(Role::User, &post.content));
-        let request = ChatRequest {
-            model,
-            messages,
-            stream: Some(post.stream),
-            max_tokens: post.max_tokens,
-            max_completion_tokens: None,
-            temperature: post.temperature,
-            user: None,
-            stream_options: post.stream_options,
-            extra: Default::default(),
-        };
+        messages.push(ChatMessage::text_message(Role::User, &post.content));
+        let mut request = ChatRequest::new(model, messages);
+        request.set("stream", post.stream.into());
+        if let Some(max_tokens) = post.max_tokens {
+            request.set("max_tokens", max_tokens.into());
+        }
+        if let Some(temperature) = post.temperature {
+            request.set("temperature", temperature.into());
+        }
+        if let Some(options) = &post.stream_options {
+            request.set("stream_options", options.clone());
+        }
         parse::validate(&request)?;
         Ok(request)
     }
@@ -317,20 +309,15 @@ pub async fn post_message(
                 }
             })
         });
-        return Ok(stream::sse_response(
-            streamed,
-            &request.model,
-            request.include_usage(),
-            Some(on_end),
-        ));
+        let relay = stream::Relay {
+            include_usage: request.include_usage(),
+            model: request.model.clone(),
+            on_end: Some(on_end),
+        };
+        return Ok(stream::sse_response(streamed, relay));
     }
     let completion = state.generation.complete(generate).await?;
-    let reply = completion
-        .body
-        .choices
-        .first()
-        .map(|c| c.message.content.clone())
-        .unwrap_or_default();
+    let reply = completion.body.text();
     let message = state
         .store
         .append(&who.sub, &id, "assistant", &reply)
@@ -341,7 +328,7 @@ pub async fn post_message(
             object: "conversation.turn",
             user_message,
             message,
-            usage: completion.body.usage,
+            usage: completion.body.usage().unwrap_or_default(),
         }),
     )
         .into_response();

@@ -57,12 +57,12 @@ pub async fn answer_chat(
     };
     if request.is_stream() {
         let streamed = generation.stream(generate).await?;
-        return Ok(stream::sse_response(
-            streamed,
-            &request.model,
-            request.include_usage(),
-            None,
-        ));
+        let relay = stream::Relay {
+            include_usage: request.include_usage(),
+            model: request.model.clone(),
+            on_end: None,
+        };
+        return Ok(stream::sse_response(streamed, relay));
     }
     Ok(render::completion_response(
         generation.complete(generate).await?,

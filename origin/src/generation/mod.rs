@@ -5,6 +5,7 @@
 //! input and render the result in their own shape.
 
 pub mod handlers;
+pub mod messages;
 pub mod parse;
 pub mod render;
 pub mod semantic;
@@ -12,11 +13,14 @@ pub mod stream;
 pub mod usage;
 
 use crate::config::Config;
-use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens};
+use crate::openai::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens,
+};
 use crate::priority::Priority;
-use crate::provider::{Embeddings, EventStream, ProviderError, StreamEvent};
+use crate::provider::{Embeddings, ProviderError};
 use crate::routing::{Answer, Deployment, Engine, RouteError, Served};
 use axum::body::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use semantic::{Lookup, SemanticCache};
 use sha2::{Digest, Sha256};
@@ -114,12 +118,11 @@ pub enum Source {
     },
 }
 
-/// What a generated stream yields: the upstream's text as it comes, then how
-/// it ended.
+/// What a generated stream yields: the upstream's chunks (or, on the
+/// Messages surface, events) as they come, then how it ended.
 #[derive(Debug)]
-pub enum GenerationEvent {
-    Delta(String),
-    Finish(String),
+pub enum GenerationEvent<T = ChatChunk> {
+    Chunk(T),
     /// The upstream failed after the stream began; nothing follows.
     Failed(ProviderError),
     /// The upstream ended normally; usage has been recorded.
@@ -129,8 +132,8 @@ pub enum GenerationEvent {
 }
 
 /// A streamed answer and where it goes.
-pub struct Streamed {
-    pub events: Pin<Box<dyn Stream<Item = GenerationEvent> + Send>>,
+pub struct Streamed<T = ChatChunk> {
+    pub events: Pin<Box<dyn Stream<Item = GenerationEvent<T>> + Send>>,
     pub deployment: Arc<Deployment>,
     pub attempts: u32,
 }
@@ -194,8 +197,8 @@ impl GenerationService {
                 {
                     Some(Lookup::Hit { body, similarity }) => {
                         let mut body = (*body).clone();
-                        body.id = render::completion_id();
-                        body.created = crate::clock::unix_now();
+                        body.set("id", render::completion_id().into());
+                        body.set("created", crate::clock::unix_now().into());
                         return Ok(Completion {
                             body,
                             source: Source::SemanticCache { similarity },
@@ -222,7 +225,9 @@ impl GenerationService {
             .engine
             .complete(Arc::clone(request), generate.priority, coalesce_key)
             .await?;
-        let body = render::completion_body(&served.value, &request.model);
+        // The one field of the answer Sluice rewrites: the client's model name.
+        let mut body = served.value.response.clone();
+        body.set("model", request.model.clone().into());
         // A coalesced follower did not cause a call: only the leader records it
         // (and has stored the answer in the semantic cache).
         let cost_usd = if coalesced {
@@ -260,21 +265,38 @@ impl GenerationService {
             .engine
             .stream(Arc::clone(&request), generate.priority)
             .await?;
+        Ok(self.metered(
+            served,
+            generate.subject,
+            request.model.clone(),
+            request.estimated_prompt_tokens(),
+        ))
+    }
+
+    /// A stream whose usage is recorded when it ends (estimated when the
+    /// upstream reported none).
+    fn metered<T: Metered>(
+        &self,
+        served: Served<BoxStream<'static, Result<T, ProviderError>>>,
+        subject: String,
+        model: String,
+        prompt_estimate: u32,
+    ) -> Streamed<T> {
         let meter = Meter {
             events: Some(served.value),
             deployment: Arc::clone(&served.deployment),
-            subject: generate.subject,
-            model: request.model.clone(),
-            prompt_estimate: request.estimated_prompt_tokens(),
+            subject,
+            model,
+            prompt_estimate,
             completion_estimate: 0,
             usage: None,
             log: self.usage.clone(),
         };
-        Ok(Streamed {
+        Streamed {
             events: Box::pin(futures::stream::unfold(meter, Meter::next)),
             deployment: served.deployment,
             attempts: served.attempts,
-        })
+        }
     }
 
     pub async fn embed(
@@ -311,9 +333,29 @@ impl GenerationService {
     }
 }
 
+/// What a metered stream's items tell about usage.
+pub trait Metered: Send + 'static {
+    /// Folds the usage this item reports into `usage`.
+    fn note_usage(&self, usage: &mut Option<Usage>);
+    /// Generated tokens in this item, estimated.
+    fn estimated_tokens(&self) -> u32;
+}
+
+impl Metered for ChatChunk {
+    fn note_usage(&self, usage: &mut Option<Usage>) {
+        if let Some(reported) = self.usage() {
+            *usage = Some(reported);
+        }
+    }
+
+    fn estimated_tokens(&self) -> u32 {
+        ChatChunk::estimated_tokens(self)
+    }
+}
+
 /// Follows a stream's usage; dropping it unfinished means the client left.
-struct Meter {
-    events: Option<EventStream>,
+struct Meter<T> {
+    events: Option<BoxStream<'static, Result<T, ProviderError>>>,
     deployment: Arc<Deployment>,
     subject: String,
     model: String,
@@ -323,52 +365,46 @@ struct Meter {
     log: UsageLog,
 }
 
-impl Meter {
-    async fn next(mut self) -> Option<(GenerationEvent, Meter)> {
-        loop {
-            let events = self.events.as_mut()?;
-            let event = match events.next().await {
-                Some(Ok(StreamEvent::Delta(text))) => {
-                    self.completion_estimate += estimate_tokens(&text);
-                    GenerationEvent::Delta(text)
-                }
-                Some(Ok(StreamEvent::Finish(reason))) => GenerationEvent::Finish(reason),
-                Some(Ok(StreamEvent::Usage(usage))) => {
-                    self.usage = Some(usage);
-                    continue;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(event = "stream_failed", deployment = %self.deployment.name,
-                        error = %error, "upstream failed mid-stream");
-                    self.events = None;
-                    GenerationEvent::Failed(error)
-                }
-                None => {
-                    self.events = None;
-                    let (usage, estimated) = match self.usage {
-                        Some(usage) => (usage, false),
-                        None => (
-                            Usage::new(self.prompt_estimate, self.completion_estimate),
-                            true,
-                        ),
-                    };
-                    record_usage(
-                        &self.log,
-                        &self.subject,
-                        &self.model,
-                        &self.deployment,
-                        usage,
-                        estimated,
-                    );
-                    GenerationEvent::Done { usage }
-                }
-            };
-            return Some((event, self));
-        }
+impl<T: Metered> Meter<T> {
+    async fn next(mut self) -> Option<(GenerationEvent<T>, Meter<T>)> {
+        let events = self.events.as_mut()?;
+        let event = match events.next().await {
+            Some(Ok(item)) => {
+                self.completion_estimate += item.estimated_tokens();
+                item.note_usage(&mut self.usage);
+                GenerationEvent::Chunk(item)
+            }
+            Some(Err(error)) => {
+                tracing::warn!(event = "stream_failed", deployment = %self.deployment.name,
+                    error = %error, "upstream failed mid-stream");
+                self.events = None;
+                GenerationEvent::Failed(error)
+            }
+            None => {
+                self.events = None;
+                let (usage, estimated) = match self.usage {
+                    Some(usage) => (usage, false),
+                    None => (
+                        Usage::new(self.prompt_estimate, self.completion_estimate),
+                        true,
+                    ),
+                };
+                record_usage(
+                    &self.log,
+                    &self.subject,
+                    &self.model,
+                    &self.deployment,
+                    usage,
+                    estimated,
+                );
+                GenerationEvent::Done { usage }
+            }
+        };
+        Some((event, self))
     }
 }
 
-impl Drop for Meter {
+impl<T> Drop for Meter<T> {
     fn drop(&mut self) {
         if self.events.is_some() {
             tracing::info!(event = "stream_cancelled", deployment = %self.deployment.name,

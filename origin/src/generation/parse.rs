@@ -4,6 +4,7 @@
 use crate::http::ApiError;
 use crate::openai::{ChatRequest, EmbeddingInput, EmbeddingsRequest};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// Parses a JSON body, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -57,17 +58,60 @@ pub fn validate(request: &ChatRequest) -> Result<(), ApiError> {
             "`messages` must contain at least one message.".into(),
         ));
     }
-    if let Some(t) = request.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+    if let Some(stream) = request.field("stream")
+        && !stream.is_boolean()
+    {
         return Err(invalid(
-            "temperature",
-            format!("`temperature` must be between 0 and 2, got {t}."),
+            "stream",
+            format!("`stream` must be a boolean, got {stream}."),
         ));
     }
-    if request.max_output_tokens() == Some(0) {
-        return Err(invalid(
-            "max_tokens",
-            "`max_tokens` must be at least 1.".into(),
-        ));
+    match request.field("temperature") {
+        Some(t) if !t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)) => {
+            return Err(invalid(
+                "temperature",
+                format!("`temperature` must be a number between 0 and 2, got {t}."),
+            ));
+        }
+        _ => {}
+    }
+    for field in ["max_tokens", "max_completion_tokens", "n"] {
+        if let Some(n) = request.field(field)
+            && n.as_u64().is_none_or(|n| n < 1)
+        {
+            return Err(invalid(
+                field,
+                format!("`{field}` must be an integer of at least 1, got {n}."),
+            ));
+        }
+    }
+    for (field, kind, ok) in [
+        (
+            "stream_options",
+            "an object",
+            Value::is_object as fn(&Value) -> bool,
+        ),
+        ("tools", "a list", Value::is_array),
+        ("response_format", "an object", Value::is_object),
+    ] {
+        if let Some(value) = request.field(field)
+            && !ok(value)
+        {
+            return Err(invalid(
+                field,
+                format!("`{field}` must be {kind}, got {value}."),
+            ));
+        }
+    }
+    let tools = request.field("tools").and_then(Value::as_array);
+    for (i, tool) in tools.into_iter().flatten().enumerate() {
+        let named = tool.pointer("/function/name").is_some_and(Value::is_string);
+        if tool["type"] == "function" && !named {
+            return Err(invalid(
+                &format!("tools[{i}].function.name"),
+                format!("`tools[{i}].function.name` must be a string."),
+            ));
+        }
     }
     Ok(())
 }
@@ -144,6 +188,15 @@ mod tests {
         assert_eq!(req.messages[0].text(), "hi");
         assert!(req.include_usage());
         assert_eq!(req.extra["top_p"], 1);
+        assert!(
+            parse(br#"{"model":"m","messages":[{"role":"user"}],"temperature":"hot"}"#).is_err()
+        );
+        assert!(parse(br#"{"model":"m","messages":[{"role":"user"}],"max_tokens":0}"#).is_err());
+        assert!(parse(br#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).is_err());
+        assert!(
+            parse(br#"{"model":"m","messages":[{"role":"user"}],"tools":[{"type":"function"}]}"#)
+                .is_err()
+        );
         let forwarded = serde_json::to_value(&req).unwrap();
         assert_eq!(forwarded["tools"], json!([]));
         assert_eq!(forwarded["messages"][0]["content"][0]["text"], "hi");

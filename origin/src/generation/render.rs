@@ -2,10 +2,8 @@
 //! headers saying where the answer came from and what it used.
 
 use crate::generation::{Completion, Embedded, Source};
-use crate::openai::{
-    AssistantMessage, ChatResponse, Choice, EmbeddingsRequest, EncodingFormat, Role, Usage,
-};
-use crate::routing::{Answer, Deployment};
+use crate::openai::{EmbeddingsRequest, EncodingFormat, Usage};
+use crate::routing::Deployment;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,25 +12,6 @@ use serde_json::{Value, json};
 /// A fresh `chatcmpl-...` id.
 pub fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// OpenAI's body for a non-streamed completion.
-pub fn completion_body(answer: &Answer, model: &str) -> ChatResponse {
-    ChatResponse {
-        id: completion_id(),
-        object: "chat.completion".into(),
-        created: crate::clock::unix_now(),
-        model: model.to_string(),
-        choices: vec![Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: Role::Assistant,
-                content: answer.completion.content.clone(),
-            },
-            finish_reason: answer.completion.finish_reason.clone(),
-        }],
-        usage: answer.usage,
-    }
 }
 
 /// `/v1/chat/completions`' JSON response.
@@ -85,7 +64,7 @@ pub(crate) fn route_headers(headers: &mut HeaderMap, deployment: &Deployment, at
     headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
 }
 
-fn usage_headers(headers: &mut HeaderMap, usage: Usage, estimated: bool, cost: f64) {
+pub(crate) fn usage_headers(headers: &mut HeaderMap, usage: Usage, estimated: bool, cost: f64) {
     for (name, value) in [
         ("x-sluice-prompt-tokens", usage.prompt_tokens),
         ("x-sluice-completion-tokens", usage.completion_tokens),

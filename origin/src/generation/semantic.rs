@@ -7,7 +7,7 @@
 //! entries, oldest dropped first; scopes themselves are bounded by moka.
 
 use crate::config::SemanticCacheConfig;
-use crate::openai::{ChatRequest, ChatResponse};
+use crate::openai::{ChatMessage, ChatRequest, ChatResponse, Role};
 use crate::priority::Priority;
 use crate::routing::Engine;
 use serde::Serialize;
@@ -68,13 +68,25 @@ fn prompt_text(request: &ChatRequest) -> String {
     text
 }
 
+/// Only text is compared, so a message with anything else (an image, a tool
+/// call or result) makes the request ineligible.
+fn is_plain_text(message: &ChatMessage) -> bool {
+    let parts_are_text = match message.content() {
+        Some(serde_json::Value::Array(parts)) => parts.iter().all(|p| p["type"] == "text"),
+        _ => true,
+    };
+    parts_are_text
+        && message.tool_calls().is_empty()
+        && !matches!(message.role, Role::Tool | Role::Function)
+}
+
 /// Principal plus every field but the messages (and `stream`, `user`).
 fn scope_of(subject: &str, request: &ChatRequest) -> [u8; 32] {
     let mut shape = request.clone();
     shape.messages.clear();
-    shape.stream = None;
-    shape.stream_options = None;
-    shape.user = None;
+    for field in ["stream", "stream_options", "user"] {
+        shape.extra.remove(field);
+    }
     let mut hash = Sha256::new();
     hash.update(subject.as_bytes());
     hash.update([0]);
@@ -124,6 +136,7 @@ impl SemanticCache {
         !request.is_stream()
             && !request.extra.contains_key("tools")
             && !request.extra.contains_key("functions")
+            && request.messages.iter().all(is_plain_text)
             && request.extra.get("n").is_none_or(|n| n.as_u64() == Some(1))
     }
 

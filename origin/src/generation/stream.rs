@@ -1,15 +1,20 @@
-//! A generated stream as OpenAI's server-sent events: a role chunk first,
-//! each text delta as it arrives, the finish reason, the usage chunk when the
-//! client asked for it, then `[DONE]`. A failure after the start ends the
-//! stream with an error event (OpenAI's SDKs raise it); it is never retried.
+//! A generated stream as OpenAI's server-sent events: every chunk as the
+//! upstream sent it, then `[DONE]`. Sluice changes two things and only
+//! these: `model` is the name the client asked for (an alias hides which
+//! deployment answered); and it always asks the upstream for usage (cost is
+//! counted from it), so when the client did not ask, the usage-only chunk is
+//! dropped and the other chunks' `usage` field removed.
+//! A failure after the start ends the stream with an error event (OpenAI's
+//! SDKs raise it); it is never retried.
 
-use crate::generation::render::{completion_id, route_headers};
+use crate::generation::render::route_headers;
 use crate::generation::{GenerationEvent, Streamed};
+use crate::openai::ChatChunk;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -18,116 +23,90 @@ use std::sync::Arc;
 /// conversations store the reply, so a client that saw `[DONE]` can read it.
 pub type OnStreamEnd = Box<dyn FnOnce(String) -> futures::future::BoxFuture<'static, ()> + Send>;
 
-/// What every chunk of one stream carries besides its delta.
-struct Chunks {
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
+/// How a stream is relayed.
+pub struct Relay {
+    /// The client asked for usage (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The model name every chunk carries: the name the client asked for.
+    pub model: String,
+    pub on_end: Option<OnStreamEnd>,
 }
 
-impl Chunks {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        sse_data(&json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
-        }))
-    }
+fn sse_data(value: &impl serde::Serialize) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // A chunk is a JSON object; serialising it cannot fail.
+    serde_json::to_writer(&mut out, value).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
-fn sse_data(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
-}
-
-/// Where the rendering is between chunks.
-struct Rendering {
-    chunks: Chunks,
+/// Where the relay is between chunks.
+struct Relaying {
+    relay: Relay,
     streamed: Option<Streamed>,
-    sent_role: bool,
-    sent_finish: bool,
     /// The text so far, kept only when someone waits for it.
     text: Option<String>,
-    on_end: Option<OnStreamEnd>,
 }
 
-impl Rendering {
-    async fn next(mut self) -> Option<(Bytes, Rendering)> {
-        if !self.sent_role {
-            self.sent_role = true;
-            let chunk = self
-                .chunks
-                .chunk(json!({ "role": "assistant", "content": "" }), None);
-            return Some((chunk, self));
+impl Relaying {
+    /// The chunk as the client gets it; `None` when it is dropped.
+    fn client_chunk(&self, mut chunk: ChatChunk) -> Option<ChatChunk> {
+        if !self.relay.include_usage
+            && chunk.0.remove("usage").is_some_and(|u| !u.is_null())
+            && chunk.choices().is_empty()
+        {
+            return None;
         }
-        let event = self.streamed.as_mut()?.events.next().await;
-        let bytes = match event {
-            Some(GenerationEvent::Delta(text)) => {
-                if let Some(all) = &mut self.text {
-                    all.push_str(&text);
+        chunk.set("model", Value::String(self.relay.model.clone()));
+        Some(chunk)
+    }
+
+    async fn next(mut self) -> Option<(Bytes, Relaying)> {
+        loop {
+            let event = self.streamed.as_mut()?.events.next().await;
+            let bytes = match event {
+                Some(GenerationEvent::Chunk(chunk)) => {
+                    let Some(chunk) = self.client_chunk(chunk) else {
+                        continue;
+                    };
+                    if let (Some(all), Some(text)) = (&mut self.text, chunk.text()) {
+                        all.push_str(text);
+                    }
+                    sse_data(&chunk)
                 }
-                self.chunks.chunk(json!({ "content": text }), None)
-            }
-            Some(GenerationEvent::Finish(reason)) => {
-                self.sent_finish = true;
-                self.chunks.chunk(json!({}), Some(&reason))
-            }
-            Some(GenerationEvent::Failed(error)) => {
-                self.streamed = None;
-                sse_data(&sluice_core::errors::openai_error(
-                    &format!("The model provider failed mid-stream: {error}"),
-                    "server_error",
-                    Some("provider_error"),
-                    None,
-                ))
-            }
-            Some(GenerationEvent::Done { usage }) => {
-                self.streamed = None;
-                if let (Some(on_end), Some(text)) = (self.on_end.take(), self.text.take()) {
-                    on_end(text).await;
+                Some(GenerationEvent::Failed(error)) => {
+                    self.streamed = None;
+                    sse_data(&sluice_core::errors::openai_error(
+                        &format!("The model provider failed mid-stream: {error}"),
+                        "server_error",
+                        Some("provider_error"),
+                        None,
+                    ))
                 }
-                let mut out = Vec::new();
-                if !self.sent_finish {
-                    out.extend_from_slice(&self.chunks.chunk(json!({}), Some("stop")));
+                Some(GenerationEvent::Done { .. }) => {
+                    self.streamed = None;
+                    if let (Some(on_end), Some(text)) = (self.relay.on_end.take(), self.text.take())
+                    {
+                        on_end(text).await;
+                    }
+                    Bytes::from_static(b"data: [DONE]\n\n")
                 }
-                if self.chunks.include_usage {
-                    out.extend_from_slice(&sse_data(&json!({
-                        "id": self.chunks.id, "object": "chat.completion.chunk",
-                        "created": self.chunks.created, "model": self.chunks.model,
-                        "choices": [], "usage": usage,
-                    })));
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                Bytes::from(out)
-            }
-            None => return None,
-        };
-        Some((bytes, self))
+                None => return None,
+            };
+            return Some((bytes, self));
+        }
     }
 }
 
-/// The SSE response for `streamed`, its chunks naming `model`.
-pub fn sse_response(
-    streamed: Streamed,
-    model: &str,
-    include_usage: bool,
-    on_end: Option<OnStreamEnd>,
-) -> Response {
+/// The SSE response for `streamed`.
+pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
-    let rendering = Rendering {
-        chunks: Chunks {
-            id: completion_id(),
-            created: crate::clock::unix_now(),
-            model: model.to_string(),
-            include_usage,
-        },
+    let relaying = Relaying {
+        text: relay.on_end.as_ref().map(|_| String::new()),
+        relay,
         streamed: Some(streamed),
-        sent_role: false,
-        sent_finish: false,
-        text: on_end.as_ref().map(|_| String::new()),
-        on_end,
     };
-    let body = futures::stream::unfold(rendering, Rendering::next).map(Ok::<_, Infallible>);
+    let body = futures::stream::unfold(relaying, Relaying::next).map(Ok::<_, Infallible>);
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -1,34 +1,22 @@
 //! Model providers behind one trait. A provider knows one wire format; which
 //! deployment, key and retry a call gets is decided in `crate::routing`.
+//! Every provider answers in OpenAI's chat format, whole: an OpenAI-compatible
+//! upstream's answer as it came, another provider's translated.
 
 pub mod anthropic;
 pub mod openai_compat;
 pub mod simulated;
 mod wire;
 
-use crate::openai::{ChatRequest, Usage};
+use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use std::time::Duration;
 
-/// A provider's answer before it is wrapped in the OpenAI envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    pub content: String,
-    pub finish_reason: String,
-    /// As the provider reported it; `None` when it reported nothing.
-    pub usage: Option<Usage>,
-}
-
-/// One piece of a streamed answer, in arrival order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamEvent {
-    Delta(String),
-    Finish(String),
-    Usage(Usage),
-}
-
-pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+/// A streamed answer: OpenAI chunks in arrival order. An OpenAI-compatible
+/// upstream's chunks are relayed as sent; other providers' streams are
+/// translated into chunks (usage in a last chunk with no choices).
+pub type EventStream = BoxStream<'static, Result<ChatChunk, ProviderError>>;
 
 /// Vectors in input order, with the provider's token count when it gave one.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +31,8 @@ pub struct Call<'a> {
     /// The model name the upstream knows (not the client's alias).
     pub model: &'a str,
     pub key: Option<&'a str>,
+    /// The client's `anthropic-beta` header, for a native Messages call.
+    pub beta: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,7 +89,7 @@ pub trait Provider: Send + Sync {
         &'a self,
         call: Call<'a>,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
 
     /// Resolves once the upstream has accepted the request; the events follow
     /// as the upstream produces them.
@@ -114,4 +104,41 @@ pub trait Provider: Send + Sync {
         call: Call<'a>,
         inputs: &'a [String],
     ) -> BoxFuture<'a, Result<Embeddings, ProviderError>>;
+
+    /// The provider speaks Anthropic's Messages API natively: `/v1/messages`
+    /// passes through to it instead of being translated.
+    fn messages_api(&self) -> Option<&dyn MessagesApi> {
+        None
+    }
+}
+
+/// One server-sent event of a native stream, its data parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+pub type SseStream = BoxStream<'static, Result<SseEvent, ProviderError>>;
+
+/// Anthropic's Messages API, body in and body out, as the client and the
+/// upstream wrote them (only `model` is Sluice's).
+pub trait MessagesApi: Send + Sync {
+    fn create<'a>(
+        &'a self,
+        call: Call<'a>,
+        body: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>>;
+
+    fn stream<'a>(
+        &'a self,
+        call: Call<'a>,
+        body: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<SseStream, ProviderError>>;
+
+    fn count_tokens<'a>(
+        &'a self,
+        call: Call<'a>,
+        body: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ProviderError>>;
 }

@@ -1,14 +1,15 @@
 //! Any upstream that speaks OpenAI's HTTP API: OpenAI itself, vLLM, Ollama,
-//! llama.cpp's server, another Sluice. The client's request is forwarded with
-//! its extra fields intact; only `model` (and stream options) are ours.
+//! llama.cpp's server, another Sluice. The client's request is forwarded
+//! whole with the upstream's model name (and, when streamed, a request for
+//! usage); the answer and every chunk come back as the upstream sent them.
 
 use super::wire::{check_status, events, send_error};
-use super::{Call, Completion, Embeddings, EventStream, Provider, ProviderError, StreamEvent};
-use crate::openai::{ChatRequest, StreamOptions, Usage};
+use super::{Call, Embeddings, EventStream, Provider, ProviderError};
+use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 pub struct OpenAiCompatible {
     client: reqwest::Client,
@@ -32,34 +33,24 @@ impl OpenAiCompatible {
         }
     }
 
+    /// The client's request with the upstream's model name; a stream also
+    /// asks for usage (how cost is counted), keeping any other stream option.
     fn upstream_body(call: Call<'_>, request: &ChatRequest, stream: bool) -> ChatRequest {
         let mut body = request.clone();
         body.model = call.model.to_string();
-        body.stream = Some(stream);
-        // Usage is how cost is counted, so always ask for it when streaming.
-        body.stream_options = stream.then_some(StreamOptions {
-            include_usage: true,
-        });
+        if stream {
+            body.set("stream", Value::Bool(true));
+            let mut options = match body.field("stream_options") {
+                Some(Value::Object(options)) => options.clone(),
+                _ => Map::new(),
+            };
+            options.insert("include_usage".into(), Value::Bool(true));
+            body.set("stream_options", Value::Object(options));
+        } else if request.field("stream").is_some() {
+            body.set("stream", Value::Bool(false));
+        }
         body
     }
-}
-
-#[derive(Deserialize)]
-struct WireCompletion {
-    choices: Vec<WireChoice>,
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct WireChoice {
-    message: Option<WireMessage>,
-    delta: Option<WireMessage>,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,7 +83,7 @@ impl Provider for OpenAiCompatible {
         &'a self,
         call: Call<'a>,
         request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             let response = self
                 .post("/chat/completions", call)
@@ -100,21 +91,15 @@ impl Provider for OpenAiCompatible {
                 .send()
                 .await
                 .map_err(send_error)?;
-            let wire: WireCompletion = check_status(response)
+            let body: ChatResponse = check_status(response)
                 .await?
                 .json()
                 .await
                 .map_err(protocol)?;
-            let choice = wire
-                .choices
-                .into_iter()
-                .next()
-                .ok_or_else(|| protocol("no choices in the completion"))?;
-            Ok(Completion {
-                content: choice.message.and_then(|m| m.content).unwrap_or_default(),
-                finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
-                usage: wire.usage,
-            })
+            if body.0.get("choices").and_then(Value::as_array).is_none() {
+                return Err(protocol("the completion has no `choices`"));
+            }
+            Ok(body)
         })
     }
 
@@ -143,24 +128,11 @@ impl Provider for OpenAiCompatible {
                             message: error.to_string(),
                         });
                     }
-                    let chunk: WireCompletion = serde_json::from_value(value).map_err(protocol)?;
-                    let mut out = Vec::new();
-                    if let Some(choice) = chunk.choices.into_iter().next() {
-                        if let Some(text) = choice.delta.and_then(|d| d.content)
-                            && !text.is_empty()
-                        {
-                            out.push(Ok(StreamEvent::Delta(text)));
-                        }
-                        if let Some(reason) = choice.finish_reason {
-                            out.push(Ok(StreamEvent::Finish(reason)));
-                        }
+                    match value {
+                        Value::Object(chunk) => Ok(ChatChunk(chunk)),
+                        other => Err(protocol(format!("a chunk that is not an object: {other}"))),
                     }
-                    if let Some(usage) = chunk.usage {
-                        out.push(Ok(StreamEvent::Usage(usage)));
-                    }
-                    Ok(futures::stream::iter(out))
-                })
-                .try_flatten();
+                });
             Ok(stream.boxed())
         })
     }

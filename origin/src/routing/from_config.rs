@@ -68,6 +68,9 @@ impl Engine {
                         pricing: Pricing {
                             input_per_million: d.input_cost_per_million,
                             output_per_million: d.output_cost_per_million,
+                            cached_input_per_million: d.cached_input_cost_per_million,
+                            cache_write_per_million: d.cache_write_cost_per_million,
+                            reasoning_per_million: d.reasoning_cost_per_million,
                         },
                     })
                 })

@@ -7,16 +7,17 @@ mod attempt;
 mod coalesce;
 mod from_config;
 pub mod keypool;
+pub mod messages;
 pub mod resilience;
 
 pub use resilience::{BreakerState, backoff};
 
+use crate::openai::ChatResponse;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 use crate::priority::Priority;
-use crate::provider::{
-    Call, Completion, Embeddings, EventStream, Provider, ProviderError, StreamEvent,
-};
+use crate::provider::{Call, Embeddings, EventStream, Provider, ProviderError};
 use futures::future::{BoxFuture, Shared, WeakShared};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use keypool::{KeyHealth, KeyPool};
 use resilience::Breaker;
@@ -31,12 +32,27 @@ use std::time::Duration;
 pub struct Pricing {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// Cache reads, cache writes and reasoning at their own prices when the
+    /// deployment sets them; otherwise at the input or output price.
+    pub cached_input_per_million: Option<f64>,
+    pub cache_write_per_million: Option<f64>,
+    pub reasoning_per_million: Option<f64>,
 }
 
 impl Pricing {
     pub fn cost_usd(&self, usage: Usage) -> f64 {
-        (f64::from(usage.prompt_tokens) * self.input_per_million
-            + f64::from(usage.completion_tokens) * self.output_per_million)
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let fresh = usage.prompt_tokens - cached - written;
+        let reasoning = usage.reasoning_tokens.min(usage.completion_tokens);
+        let answer = usage.completion_tokens - reasoning;
+        let input = self.input_per_million;
+        let output = self.output_per_million;
+        (f64::from(fresh) * input
+            + f64::from(cached) * self.cached_input_per_million.unwrap_or(input)
+            + f64::from(written) * self.cache_write_per_million.unwrap_or(input)
+            + f64::from(answer) * output
+            + f64::from(reasoning) * self.reasoning_per_million.unwrap_or(output))
             / 1e6
     }
 }
@@ -96,7 +112,7 @@ pub struct Served<T> {
 /// A chat completion with usage filled in (estimated when the provider gave none).
 #[derive(Debug, Clone)]
 pub struct Answer {
-    pub completion: Completion,
+    pub response: ChatResponse,
     pub usage: Usage,
     pub usage_estimated: bool,
 }
@@ -107,6 +123,7 @@ impl Deployment {
         Call {
             model: &self.upstream_model,
             key: key.map(ExposeSecret::expose_secret),
+            beta: None,
         }
     }
 }
@@ -229,23 +246,23 @@ impl Engine {
                         deployment.provider.complete(call, &request).await
                     }
                 },
-                |completion| completion.usage.map_or(estimate, |u| u.total_tokens),
+                |response| response.usage().map_or(estimate, |u| u.total_tokens),
             )
             .await?;
-        let completion = served.value;
-        let (usage, usage_estimated) = match completion.usage {
+        let response = served.value;
+        let (usage, usage_estimated) = match response.usage() {
             Some(usage) => (usage, false),
             None => (
                 Usage::new(
                     request.estimated_prompt_tokens(),
-                    estimate_tokens(&completion.content),
+                    response.estimated_completion_tokens(),
                 ),
                 true,
             ),
         };
         Ok(Served {
             value: Answer {
-                completion,
+                response,
                 usage,
                 usage_estimated,
             },
@@ -272,14 +289,8 @@ impl Engine {
                 let request = Arc::clone(&request);
                 async move {
                     let call = deployment.call(key.as_ref());
-                    let mut stream = deployment.provider.stream(call, &request).await?;
-                    let first = match stream.next().await {
-                        Some(Ok(event)) => Some(event),
-                        Some(Err(e)) => return Err(e),
-                        None => None,
-                    };
-                    let rest = futures::stream::iter(first.map(Ok)).chain(stream);
-                    Ok(with_idle_timeout(rest, idle).boxed())
+                    let stream = deployment.provider.stream(call, &request).await?;
+                    first_event_then(stream, idle).await
                 }
             },
             |_| estimate,
@@ -311,11 +322,27 @@ impl Engine {
     }
 }
 
-/// Ends the stream with a timeout error when the upstream goes quiet for `idle`.
-fn with_idle_timeout(
-    stream: impl Stream<Item = Result<StreamEvent, ProviderError>> + Send + 'static,
+/// Waits for the stream's first event (a failure before it is the call's
+/// failure, so it can be retried), then yields it and the rest, each within
+/// `idle` of the one before.
+async fn first_event_then<T: Send + 'static>(
+    mut stream: BoxStream<'static, Result<T, ProviderError>>,
     idle: Duration,
-) -> impl Stream<Item = Result<StreamEvent, ProviderError>> + Send + 'static {
+) -> Result<BoxStream<'static, Result<T, ProviderError>>, ProviderError> {
+    let first = match stream.next().await {
+        Some(Ok(event)) => Some(event),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
+    let rest = futures::stream::iter(first.map(Ok)).chain(stream);
+    Ok(with_idle_timeout(rest, idle).boxed())
+}
+
+/// Ends the stream with a timeout error when the upstream goes quiet for `idle`.
+fn with_idle_timeout<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, ProviderError>> + Send + 'static,
+    idle: Duration,
+) -> impl Stream<Item = Result<T, ProviderError>> + Send + 'static {
     futures::stream::unfold(Some(stream.boxed()), move |state| async move {
         let mut stream = state?;
         match tokio::time::timeout(idle, stream.next()).await {
@@ -324,4 +351,32 @@ fn with_idle_timeout(
             Err(_) => Some((Err(ProviderError::Timeout("while streaming")), None)),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_and_reasoning_tokens_have_their_own_prices() {
+        let pricing = Pricing {
+            input_per_million: 3.0,
+            output_per_million: 15.0,
+            cached_input_per_million: Some(0.3),
+            cache_write_per_million: Some(3.75),
+            reasoning_per_million: None,
+        };
+        let mut usage = Usage::new(1_000_000 + 2_000_000 + 4_000_000, 1_000_000);
+        usage.cached_tokens = 2_000_000;
+        usage.cache_write_tokens = 4_000_000;
+        usage.reasoning_tokens = 500_000;
+        let expected = 3.0 + 2.0 * 0.3 + 4.0 * 3.75 + 15.0;
+        assert!((pricing.cost_usd(usage) - expected).abs() < 1e-9);
+        let flat = Pricing {
+            cached_input_per_million: None,
+            cache_write_per_million: None,
+            ..pricing
+        };
+        assert!((flat.cost_usd(usage) - (7.0 * 3.0 + 15.0)).abs() < 1e-9);
+    }
 }

@@ -41,6 +41,9 @@ pub struct Seen {
     pub stream: bool,
     /// The chat messages sent, as `role: text` (empty for embeddings).
     pub messages: Vec<String>,
+    /// The whole request body and the `anthropic-beta` header.
+    pub body: Value,
+    pub beta: Option<String>,
 }
 
 #[derive(Default)]
@@ -65,6 +68,7 @@ impl Upstream {
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/messages", post(anthropic_messages))
+            .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
             .with_state(Arc::clone(&script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -253,6 +257,8 @@ async fn openai_chat(
         model: model.clone(),
         stream,
         messages: request_messages(&request),
+        body: request.clone(),
+        beta: None,
     });
     let watch = Watch {
         script: Arc::clone(&script),
@@ -261,6 +267,15 @@ async fn openai_chat(
     if let Some(response) = before_answer(&behaviour).await {
         watch.finish();
         return response;
+    }
+    let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let answered = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    if offers_tools && !answered {
+        watch.finish();
+        return openai_tool_calls(&model, stream, &request);
     }
     if !stream {
         watch.finish();
@@ -297,6 +312,148 @@ async fn openai_chat(
     sse(frames, &behaviour, script)
 }
 
+/// Two parallel tool calls (`lookup` on "a" and "b"), with every field
+/// OpenAI sends that Sluice does not read, plus one no API has.
+fn openai_tool_calls(model: &str, stream: bool, request: &Value) -> Response {
+    let usage = json!({ "prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50,
+        "prompt_tokens_details": { "cached_tokens": 30, "audio_tokens": 0 },
+        "completion_tokens_details": { "reasoning_tokens": 4, "audio_tokens": 0 } });
+    if !stream {
+        return axum::Json(json!({
+            "id": "chatcmpl-tools", "object": "chat.completion", "created": 1, "model": model,
+            "system_fingerprint": "fp_test", "service_tier": "default", "x_upstream_extra": {"kept": true},
+            "choices": [{ "index": 0, "logprobs": null, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null, "refusal": null, "annotations": [],
+                "tool_calls": [
+                    { "id": "call_a", "type": "function", "function": { "name": "lookup", "arguments": "{\"q\":\"a\"}" } },
+                    { "id": "call_b", "type": "function", "function": { "name": "lookup", "arguments": "{\"q\":\"b\"}" } }
+                ] } }],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Option<&str>| {
+        format!(
+            "data: {}\n\n",
+            json!({ "id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "system_fingerprint": "fp_test", "obfuscation": "xyz", "usage": null,
+                    "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }] })
+        )
+    };
+    let call = |index: u32, id: &str| {
+        json!({ "tool_calls": [{ "index": index, "id": id, "type": "function",
+        "function": { "name": "lookup", "arguments": "" } }] })
+    };
+    let args = |index: u32, part: &str| json!({ "tool_calls": [{ "index": index, "function": { "arguments": part } }] });
+    let mut frames = vec![
+        chunk(
+            json!({ "role": "assistant", "content": null, "refusal": null }),
+            None,
+        ),
+        chunk(call(0, "call_a"), None),
+        chunk(args(0, "{\"q\":"), None),
+        chunk(args(0, "\"a\"}"), None),
+        chunk(call(1, "call_b"), None),
+        chunk(args(1, "{\"q\":\"b\"}"), None),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    if request["stream_options"]["include_usage"].as_bool() == Some(true) {
+        frames.push(format!(
+            "data: {}\n\n",
+            json!({ "id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "system_fingerprint": "fp_test", "choices": [], "usage": usage })
+        ));
+    }
+    frames.push("data: [DONE]\n\n".into());
+    let mut response = Body::from(frames.concat()).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+async fn anthropic_count_tokens(headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    assert!(headers.get("x-api-key").is_some());
+    let tokens = request["messages"].to_string().len() / 4;
+    axum::Json(json!({ "input_tokens": tokens, "x_counted_by": "test-upstream" })).into_response()
+}
+
+/// A `tool_use` answer (text, then two tool calls), non-streamed or as
+/// Anthropic streams it, with cache usage and a field no API has.
+fn anthropic_tool_use(
+    request: &Value,
+    stream: bool,
+    behaviour: &Behaviour,
+    script: Arc<Script>,
+) -> Response {
+    let usage = json!({ "input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 10 });
+    if !stream {
+        return axum::Json(json!({
+            "id": "msg_tools", "type": "message", "role": "assistant", "model": request["model"],
+            "x_anthropic_extra": "kept",
+            "content": [
+                { "type": "text", "text": "Looking up." },
+                { "type": "tool_use", "id": "toolu_a", "name": "lookup", "input": { "q": "a" } },
+                { "type": "tool_use", "id": "toolu_b", "name": "lookup", "input": { "q": "b" } }
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null, "usage": usage,
+        }))
+        .into_response();
+    }
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut frames = vec![
+        event(
+            "message_start",
+            json!({ "type": "message_start", "message": {
+            "id": "msg_tools", "type": "message", "role": "assistant", "model": request["model"],
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": 20, "output_tokens": 1, "cache_read_input_tokens": 100,
+                       "cache_creation_input_tokens": 10 } } }),
+        ),
+        event(
+            "content_block_start",
+            json!({ "type": "content_block_start", "index": 0,
+            "content_block": { "type": "text", "text": "" } }),
+        ),
+        event(
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": 0,
+            "delta": { "type": "text_delta", "text": "Looking up." } }),
+        ),
+        event(
+            "content_block_stop",
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ),
+    ];
+    for (index, (id, q)) in [(1, ("toolu_a", "a")), (2, ("toolu_b", "b"))] {
+        frames.push(event(
+            "content_block_start",
+            json!({ "type": "content_block_start", "index": index,
+            "content_block": { "type": "tool_use", "id": id, "name": "lookup", "input": {} } }),
+        ));
+        frames.push(event(
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": index,
+            "delta": { "type": "input_json_delta", "partial_json": "{\"q\":" } }),
+        ));
+        frames.push(event(
+            "content_block_delta",
+            json!({ "type": "content_block_delta", "index": index,
+            "delta": { "type": "input_json_delta", "partial_json": format!("\"{q}\"}}") } }),
+        ));
+        frames.push(event(
+            "content_block_stop",
+            json!({ "type": "content_block_stop", "index": index }),
+        ));
+    }
+    frames.push(event("message_delta", json!({ "type": "message_delta",
+        "delta": { "stop_reason": "tool_use", "stop_sequence": null }, "usage": { "output_tokens": 9 } })));
+    frames.push(event("message_stop", json!({ "type": "message_stop" })));
+    sse(frames, behaviour, script)
+}
+
 async fn openai_embeddings(
     State(script): State<Arc<Script>>,
     headers: HeaderMap,
@@ -309,6 +466,8 @@ async fn openai_embeddings(
         model: request["model"].as_str().unwrap_or_default().to_string(),
         stream: false,
         messages: Vec::new(),
+        body: request.clone(),
+        beta: None,
     });
     if let Some(response) = before_answer(&behaviour).await {
         return response;
@@ -353,9 +512,23 @@ async fn anthropic_messages(
         model: request["model"].as_str().unwrap_or_default().to_string(),
         stream,
         messages: request_messages(&request),
+        body: request.clone(),
+        beta: headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     });
     if let Some(response) = before_answer(&behaviour).await {
         return response;
+    }
+    let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let answered = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
+    if offers_tools && !answered {
+        return anthropic_tool_use(&request, stream, &behaviour, script);
     }
     if !stream {
         return axum::Json(json!({

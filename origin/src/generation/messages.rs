@@ -1,0 +1,226 @@
+//! The Messages surface (`/v1/messages`): the same routing, usage records
+//! and pricing as chat, answered in Anthropic's format. Anthropic
+//! deployments get the client's body and answer natively (only `model` is
+//! rewritten, to the name the client asked for); other deployments get the
+//! chat translation and their answers are translated back. Nothing here is
+//! reused across requests (no semantic cache, no coalescing).
+
+use super::usage::record_usage;
+use super::{GenerationEvent, GenerationService, Metered, Streamed};
+use crate::anthropic::MessagesRequest;
+use crate::anthropic::from_chat::{self, EventsFromChunks};
+use crate::openai::Usage;
+use crate::priority::Priority;
+use crate::provider::SseEvent;
+use crate::provider::anthropic::usage as anthropic_usage;
+use crate::routing::messages::{MessagesReply, MessagesStream};
+use crate::routing::{Deployment, RouteError, Served};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A non-streamed Messages answer and what it used.
+pub struct MessagesAnswer {
+    pub body: Value,
+    pub deployment: Arc<Deployment>,
+    pub attempts: u32,
+    pub usage: Usage,
+    pub estimated: bool,
+    pub cost_usd: f64,
+}
+
+impl Metered for SseEvent {
+    /// Anthropic reports input at `message_start` and output (with, lately,
+    /// the input again) at `message_delta`.
+    fn note_usage(&self, usage: &mut Option<Usage>) {
+        let reported = match self.event.as_str() {
+            "message_start" => &self.data["message"]["usage"],
+            "message_delta" => &self.data["usage"],
+            _ => return,
+        };
+        if !reported.is_object() {
+            return;
+        }
+        let mut next = anthropic_usage(reported);
+        if let Some(before) = usage
+            && reported.get("input_tokens").is_none()
+        {
+            next.prompt_tokens = before.prompt_tokens;
+            next.cached_tokens = before.cached_tokens;
+            next.cache_write_tokens = before.cache_write_tokens;
+            next.total_tokens = next.prompt_tokens + next.completion_tokens;
+        }
+        *usage = Some(next);
+    }
+
+    fn estimated_tokens(&self) -> u32 {
+        let delta = &self.data["delta"];
+        ["text", "partial_json", "thinking"]
+            .iter()
+            .filter_map(|f| delta[*f].as_str())
+            .map(crate::openai::estimate_tokens)
+            .sum()
+    }
+}
+
+impl GenerationService {
+    pub async fn messages(
+        &self,
+        subject: &str,
+        priority: Priority,
+        request: Arc<MessagesRequest>,
+    ) -> Result<MessagesAnswer, RouteError> {
+        let served = self.engine.messages(Arc::clone(&request), priority).await?;
+        let (body, usage, estimated) = match served.value {
+            MessagesReply::Native(mut body) => {
+                let usage = body
+                    .get("usage")
+                    .filter(|u| u.is_object())
+                    .map(anthropic_usage);
+                body["model"] = json!(request.model);
+                let estimated = usage.is_none();
+                let usage = usage.unwrap_or_else(|| Usage::new(request.estimated_tokens(), 0));
+                (body, usage, estimated)
+            }
+            MessagesReply::Translated(response) => {
+                let (usage, estimated) = match response.usage() {
+                    Some(usage) => (usage, false),
+                    None => {
+                        let prompt = request
+                            .chat
+                            .as_ref()
+                            .map_or(0, |c| c.estimated_prompt_tokens());
+                        (
+                            Usage::new(prompt, response.estimated_completion_tokens()),
+                            true,
+                        )
+                    }
+                };
+                (
+                    from_chat::message(&response, &request.model, usage),
+                    usage,
+                    estimated,
+                )
+            }
+        };
+        let cost_usd = record_usage(
+            &self.usage,
+            subject,
+            &request.model,
+            &served.deployment,
+            usage,
+            estimated,
+        );
+        Ok(MessagesAnswer {
+            body,
+            deployment: served.deployment,
+            attempts: served.attempts,
+            usage,
+            estimated,
+            cost_usd,
+        })
+    }
+
+    /// A streamed Messages answer as Anthropic's events.
+    pub async fn messages_stream(
+        &self,
+        subject: &str,
+        priority: Priority,
+        request: Arc<MessagesRequest>,
+    ) -> Result<Streamed<SseEvent>, RouteError> {
+        let served = self
+            .engine
+            .messages_stream(Arc::clone(&request), priority)
+            .await?;
+        let model = request.model.clone();
+        let prompt_estimate = request
+            .chat
+            .as_ref()
+            .map_or(0, |c| c.estimated_prompt_tokens());
+        let (deployment, attempts) = (served.deployment, served.attempts);
+        match served.value {
+            MessagesStream::Native(stream) => {
+                let alias = model.clone();
+                let renamed = stream
+                    .map(move |event| {
+                        event.map(|mut event| {
+                            if event.event == "message_start" {
+                                event.data["message"]["model"] = json!(alias);
+                            }
+                            event
+                        })
+                    })
+                    .boxed();
+                Ok(self.metered(
+                    Served {
+                        value: renamed,
+                        deployment,
+                        attempts,
+                    },
+                    subject.to_string(),
+                    model,
+                    prompt_estimate,
+                ))
+            }
+            MessagesStream::Translated(chunks) => {
+                let metered = self.metered(
+                    Served {
+                        value: chunks,
+                        deployment,
+                        attempts,
+                    },
+                    subject.to_string(),
+                    model.clone(),
+                    prompt_estimate,
+                );
+                let mut events = EventsFromChunks::new(&model);
+                let translated = metered.events.flat_map(move |event| {
+                    let out: Vec<GenerationEvent<SseEvent>> = match event {
+                        GenerationEvent::Chunk(chunk) => events
+                            .on_chunk(&chunk)
+                            .into_iter()
+                            .map(GenerationEvent::Chunk)
+                            .collect(),
+                        GenerationEvent::Failed(error) => vec![GenerationEvent::Failed(error)],
+                        GenerationEvent::Done { usage } => {
+                            let mut out: Vec<_> = events
+                                .finish(usage)
+                                .into_iter()
+                                .map(GenerationEvent::Chunk)
+                                .collect();
+                            out.push(GenerationEvent::Done { usage });
+                            out
+                        }
+                    };
+                    futures::stream::iter(out)
+                });
+                Ok(Streamed {
+                    events: Box::pin(translated),
+                    deployment: metered.deployment,
+                    attempts: metered.attempts,
+                })
+            }
+        }
+    }
+
+    /// `/v1/messages/count_tokens`: Anthropic's count when the alias has an
+    /// Anthropic deployment, else Sluice's estimate.
+    pub async fn count_tokens(
+        &self,
+        priority: Priority,
+        request: Arc<MessagesRequest>,
+    ) -> Result<(Value, Arc<Deployment>), RouteError> {
+        let served = self
+            .engine
+            .count_tokens(Arc::clone(&request), priority)
+            .await?;
+        let body = served.value.unwrap_or_else(|| {
+            let tokens = request.chat.as_ref().map_or_else(
+                |_| request.estimated_tokens(),
+                |chat| chat.estimated_prompt_tokens(),
+            );
+            json!({ "input_tokens": tokens })
+        });
+        Ok((body, served.deployment))
+    }
+}
