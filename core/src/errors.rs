@@ -1,4 +1,5 @@
-//! Error bodies in OpenAI's shape, so SDKs raise their usual exception classes.
+//! Error bodies in OpenAI's shape (and Anthropic's, on its API's routes),
+//! so SDKs raise their usual exception classes.
 
 use serde_json::{Value, json};
 
@@ -17,9 +18,56 @@ pub fn rate_limited(retry_after_seconds: u64) -> Value {
     })
 }
 
+/// Anthropic's error type for an HTTP status.
+pub fn anthropic_kind(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// Anthropic's error body: `{"type":"error","error":{"type","message"}}`.
+pub fn anthropic_error(status: u16, message: &str) -> Value {
+    json!({ "type": "error", "error": { "type": anthropic_kind(status), "message": message } })
+}
+
+/// An OpenAI-shaped error body in Anthropic's shape, for the routes of
+/// Anthropic's API (`None` when the body is not an OpenAI error).
+pub fn openai_to_anthropic(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("type").is_some() {
+        return None;
+    }
+    let message = value.pointer("/error/message")?.as_str()?;
+    Some(anthropic_error(status, message).to_string().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openai_errors_convert_to_anthropics_once() {
+        let openai = rate_limited(3).to_string();
+        let converted = openai_to_anthropic(429, openai.as_bytes()).unwrap();
+        let value: Value = serde_json::from_slice(&converted).unwrap();
+        assert_eq!(value["type"], "error");
+        assert_eq!(value["error"]["type"], "rate_limit_error");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("3 seconds")
+        );
+        assert_eq!(openai_to_anthropic(429, &converted), None);
+        assert_eq!(openai_to_anthropic(200, b"not json"), None);
+    }
 
     #[test]
     fn rate_limited_has_seed_and_openai_fields() {

@@ -163,6 +163,11 @@ pub fn content_text(content: Option<&Value>) -> String {
     }
 }
 
+/// A fresh `chatcmpl-...` id, for answers Sluice makes itself.
+pub fn completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A non-streamed chat completion as the upstream sent it (or as Sluice
 /// built it for a translated or simulated answer).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -226,6 +226,31 @@ async fn the_openai_python_sdk_works_through_the_edge() {
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
 }
 
+/// Agent loops with the official `openai` and `anthropic` SDKs through the
+/// edge: tool call, tool result, answer; streamed tool calls; structured
+/// output; images; Anthropic's error classes (tests/sdk/agent_loops.py).
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_agent_loops_complete_a_tool_round_trip_through_the_edge() {
+    let stack = Stack::start(Options::default()).await;
+    let script = sluice_e2e::repo().join("tests/sdk/agent_loops.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .env("SLUICE_EDGE", &stack.edge)
+        .env("SLUICE_API_KEY", DEMO_KEY)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("agent loops passed"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admins_purge_cached_entries_and_others_are_forbidden() {
     let admin_key = sluice_e2e::unique("sk-admin");

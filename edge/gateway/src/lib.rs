@@ -77,6 +77,7 @@ impl From<Response> for Reply {
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let reply = match Request::try_from_incoming_request(incoming).await {
+        Ok(req) if is_anthropic_route(req.path()) => in_anthropic_shape(gateway(req).await),
         Ok(req) => gateway(req).await,
         Err(e) => Reply::Whole(from_denial(
             Denial::openai(
@@ -98,6 +99,27 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             }
         }
         Reply::Relay { head, origin } => relay(head, origin, out).await,
+    }
+}
+
+/// Routes of Anthropic's API, whose clients expect its error shape.
+fn is_anthropic_route(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
+}
+
+/// The edge's own refusals (auth, rate limits, ...) are written in OpenAI's
+/// shape; on Anthropic's routes they go out in Anthropic's. The origin's
+/// errors there are Anthropic's already and pass unchanged.
+fn in_anthropic_shape(reply: Reply) -> Reply {
+    match reply {
+        Reply::Whole(mut response) if *response.status() >= 400 => {
+            let status = *response.status();
+            if let Some(body) = sluice_core::errors::openai_to_anthropic(status, response.body()) {
+                *response.body_mut() = body;
+            }
+            Reply::Whole(response)
+        }
+        other => other,
     }
 }
 

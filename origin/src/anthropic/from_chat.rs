@@ -3,8 +3,8 @@
 //! content block `content_block_start`, its deltas and `content_block_stop`,
 //! then `message_delta` (stop reason and usage) and `message_stop`.
 
+use super::SseEvent;
 use crate::openai::{ChatChunk, ChatResponse, Usage};
-use crate::provider::SseEvent;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 

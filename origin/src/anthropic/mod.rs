@@ -11,6 +11,13 @@ pub mod to_chat;
 use crate::openai::ChatRequest;
 use serde_json::{Map, Value};
 
+/// One server-sent event of Anthropic's stream, its data parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: Value,
+}
+
 /// A `/v1/messages` request: the client's body and its chat translation.
 #[derive(Debug, Clone)]
 pub struct MessagesRequest {
@@ -38,9 +45,4 @@ impl MessagesRequest {
             Err(_) => crate::openai::estimate_tokens(&Value::Object(self.body.clone()).to_string()),
         }
     }
-}
-
-/// Anthropic's error body.
-pub fn error_body(kind: &str, message: &str) -> Value {
-    serde_json::json!({ "type": "error", "error": { "type": kind, "message": message } })
 }

@@ -197,7 +197,7 @@ impl GenerationService {
                 {
                     Some(Lookup::Hit { body, similarity }) => {
                         let mut body = (*body).clone();
-                        body.set("id", render::completion_id().into());
+                        body.set("id", crate::openai::completion_id().into());
                         body.set("created", crate::clock::unix_now().into());
                         return Ok(Completion {
                             body,

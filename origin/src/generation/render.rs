@@ -9,11 +9,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-/// A fresh `chatcmpl-...` id.
-pub fn completion_id() -> String {
-    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
-}
-
 /// `/v1/chat/completions`' JSON response.
 pub fn completion_response(completion: Completion) -> Response {
     let mut response = axum::Json(&completion.body).into_response();

@@ -180,23 +180,13 @@ impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
         let error = self.0;
         let status = error.status();
-        let kind = match status.as_u16() {
-            400 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 => "overloaded_error",
-            _ => "api_error",
-        };
         let retry_after = match &error {
             ApiError::UpstreamRateLimited { retry_in } => {
                 Some(retry_in.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64))
             }
             _ => None,
         };
-        let body = crate::anthropic::error_body(kind, &error.to_string());
+        let body = sluice_core::errors::anthropic_error(status.as_u16(), &error.to_string());
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response

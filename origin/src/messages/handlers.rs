@@ -1,7 +1,7 @@
 //! The Messages routes. Handlers read the body, call the generation service
 //! and render its answer or events as Anthropic's.
 
-use crate::anthropic::{MessagesRequest, error_body, to_chat::to_chat};
+use crate::anthropic::{MessagesRequest, to_chat::to_chat};
 use crate::generation::render::{route_headers, usage_headers};
 use crate::generation::{GenerationEvent, GenerationService, Streamed};
 use crate::http::error::AnthropicError;
@@ -138,8 +138,8 @@ fn sse_response(streamed: Streamed<SseEvent>) -> Response {
             GenerationEvent::Chunk(event) => Some(sse_event(&event)),
             GenerationEvent::Failed(error) => Some(sse_event(&SseEvent {
                 event: "error".into(),
-                data: error_body(
-                    "api_error",
+                data: sluice_core::errors::anthropic_error(
+                    500,
                     &format!("The model provider failed mid-stream: {error}"),
                 ),
             })),

@@ -8,6 +8,7 @@ pub mod openai_compat;
 pub mod simulated;
 mod wire;
 
+pub use crate::anthropic::SseEvent;
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -110,13 +111,6 @@ pub trait Provider: Send + Sync {
     fn messages_api(&self) -> Option<&dyn MessagesApi> {
         None
     }
-}
-
-/// One server-sent event of a native stream, its data parsed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub event: String,
-    pub data: serde_json::Value,
 }
 
 pub type SseStream = BoxStream<'static, Result<SseEvent, ProviderError>>;

@@ -5,8 +5,9 @@
 
 use super::{Call, Embeddings, EventStream, Provider, ProviderError};
 use crate::config::SimulatedConfig;
-use crate::generation::render::completion_id;
-use crate::openai::{ChatChunk, ChatRequest, ChatResponse, Role, Usage, estimate_tokens};
+use crate::openai::{
+    ChatChunk, ChatRequest, ChatResponse, Role, Usage, completion_id, estimate_tokens,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
