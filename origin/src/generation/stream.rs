@@ -106,8 +106,18 @@ pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
         relay,
         streamed: Some(streamed),
     };
-    let body = futures::stream::unfold(relaying, Relaying::next).map(Ok::<_, Infallible>);
-    let mut response = Body::from_stream(body).into_response();
+    let body = futures::stream::unfold(relaying, Relaying::next);
+    event_stream_response(body, &deployment, attempts)
+}
+
+/// A server-sent-event response of `body`, unbuffered, with the route's
+/// headers: every streamed surface (chat, Messages) answers through it.
+pub fn event_stream_response(
+    body: impl futures::Stream<Item = Bytes> + Send + 'static,
+    deployment: &crate::routing::Deployment,
+    attempts: u32,
+) -> Response {
+    let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -116,6 +126,6 @@ pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Tells nginx-style proxies in front not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    route_headers(headers, &deployment, attempts);
+    route_headers(headers, deployment, attempts);
     response
 }

@@ -3,21 +3,21 @@
 
 use crate::anthropic::{MessagesRequest, to_chat::to_chat};
 use crate::generation::render::{route_headers, usage_headers};
+use crate::generation::stream::event_stream_response;
 use crate::generation::{GenerationEvent, GenerationService, Streamed};
 use crate::http::error::AnthropicError;
 use crate::http::{ApiError, BodyLimit, LimitedBody};
 use crate::priority::Priority;
 use crate::provider::SseEvent;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sluice_core::identity::Identity;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 pub fn router<S>() -> Router<S>
@@ -146,14 +146,5 @@ fn sse_response(streamed: Streamed<SseEvent>) -> Response {
             GenerationEvent::Done { .. } => None,
         }
     });
-    let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    route_headers(headers, &deployment, attempts);
-    response
+    event_stream_response(body, &deployment, attempts)
 }
