@@ -29,6 +29,29 @@ pub fn request_digest(method: &str, path: &str, query: Option<&str>, body: &[u8]
     hex::encode(h.finalize())
 }
 
+/// Whether a request body rules out any cached answer, whatever the route
+/// settings say: a streamed answer (`stream: true`), and a stateful
+/// Responses call, one that continues a stored response
+/// (`previous_response_id`) or is stored itself (`store`, true unless the
+/// client says false): replaying it would skip the origin's record of it.
+pub fn body_forbids_cache(path: &str, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Flags {
+        #[serde(default)]
+        stream: Option<bool>,
+        #[serde(default)]
+        store: Option<bool>,
+        #[serde(default)]
+        previous_response_id: Option<serde::de::IgnoredAny>,
+    }
+    let Ok(flags) = serde_json::from_slice::<Flags>(body) else {
+        return false;
+    };
+    let stateful = (path == "/v1/responses" || path.starts_with("/v1/responses/"))
+        && (flags.store != Some(false) || flags.previous_response_id.is_some());
+    flags.stream == Some(true) || stateful
+}
+
 /// The store key for a digest in a scope at a generation. Private keys carry a
 /// hash of the subject, so keys of two subjects never coincide. Raising a
 /// generation (see `generation_key`) makes every key built with the old one
@@ -223,6 +246,31 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn streamed_and_stateful_bodies_are_never_cached() {
+        let chat = "/v1/chat/completions";
+        assert!(body_forbids_cache(chat, br#"{"stream":true}"#));
+        assert!(!body_forbids_cache(
+            chat,
+            br#"{"stream":false,"store":true}"#
+        ));
+        let responses = "/v1/responses";
+        assert!(
+            body_forbids_cache(responses, br#"{"input":"x"}"#),
+            "stored by default"
+        );
+        assert!(body_forbids_cache(responses, br#"{"store":true}"#));
+        assert!(body_forbids_cache(
+            responses,
+            br#"{"store":false,"previous_response_id":"resp_1"}"#
+        ));
+        assert!(!body_forbids_cache(
+            responses,
+            br#"{"store":false,"input":"x"}"#
+        ));
+        assert!(!body_forbids_cache(responses, b"not json"));
+    }
 
     #[test]
     fn origin_directives_decide_storage() {

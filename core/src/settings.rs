@@ -54,8 +54,8 @@ pub const VARIABLES: &[Variable] = &[
     var("rate_limit_anonymous_ai", "50/15m"),
     var(
         "ai_routes",
-        "POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, POST /v1/jobs, \
-         POST /generate, POST /v1/conversations/*/messages",
+        "POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, POST /v1/embeddings, \
+         POST /v1/jobs, POST /generate, POST /v1/conversations/*/messages",
     ),
     var("rate_limit_fail_mode", "open"),
     var(
@@ -313,7 +313,7 @@ mod tests {
             "/v1/admin/keys"
         ));
         let limits = RateLimitSettings::load(defaults_only).unwrap();
-        assert_eq!(limits.ai_routes.len(), 6);
+        assert_eq!(limits.ai_routes.len(), 7);
         assert_eq!(limits.fail_mode, FailMode::Open);
         assert!(limits.admin.quota.is_none());
         let cache = CacheSettings::load(defaults_only).unwrap();

@@ -16,8 +16,9 @@ use crate::ops::window::RequestWindow;
 use crate::queue::JobQueue;
 use crate::queue::streams::JobStreams;
 use crate::queue::worker::Runner;
+use crate::responses::ResponseStore;
 use crate::routing::Engine;
-use crate::{conversations, generation, keys, messages, ops, queue};
+use crate::{conversations, generation, keys, messages, ops, queue, responses};
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -35,6 +36,7 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub generation: GenerationService,
     pub conversations: ConversationStore,
+    pub responses: ResponseStore,
     pub turns: TurnSettings,
     pub keys: KeyStore,
     pub jobs: JobQueue,
@@ -92,6 +94,7 @@ impl AppState {
                 context_messages: config.conversations.context_messages,
             },
             keys: KeyStore::new(db.clone()),
+            responses: ResponseStore::new(db.clone()),
             edge: EdgeVerifier::new(secret, config.edge.max_skew_secs),
             body_limit: BodyLimit(config.server.body_limit_bytes),
             ops: OpsState {
@@ -160,6 +163,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .merge(generation::handlers::router())
         .merge(messages::router())
+        .merge(responses::router())
         .merge(conversations::router())
         .merge(queue::router())
         .merge(keys::router())

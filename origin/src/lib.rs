@@ -28,5 +28,6 @@ pub mod ops;
 pub mod priority;
 pub mod provider;
 pub mod queue;
+pub mod responses;
 pub mod routing;
 pub mod simulator;

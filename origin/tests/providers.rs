@@ -117,7 +117,8 @@ model = "upstream-embed"
 }
 
 impl Origin {
-    fn post(&self, path: &str, subject: &str, body: &Value) -> reqwest::RequestBuilder {
+    /// A request as the edge sends it: signed, for `subject`.
+    fn request(&self, method: &str, path: &str, subject: &str) -> reqwest::RequestBuilder {
         let identity = Identity {
             sub: subject.into(),
             tier: Tier::Premium,
@@ -125,13 +126,18 @@ impl Origin {
             scopes: vec![],
         }
         .encode();
-        let mut request = self.client.post(format!("http://{}{path}", self.addr));
+        let url = format!("http://{}{path}", self.addr);
+        let mut request = self.client.request(method.parse().unwrap(), url);
         for (name, value) in
-            edge_signature::signed_headers(SECRET.as_bytes(), "POST", path, unix_now(), &identity)
+            edge_signature::signed_headers(SECRET.as_bytes(), method, path, unix_now(), &identity)
         {
             request = request.header(name, value);
         }
-        request.json(body)
+        request
+    }
+
+    fn post(&self, path: &str, subject: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request("POST", path, subject).json(body)
     }
 
     async fn chat(&self, body: Value) -> reqwest::Response {
@@ -927,4 +933,316 @@ async fn messages_errors_are_in_anthropics_shape() {
     assert!(!header(&response, "retry-after").is_empty());
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["type"], "rate_limit_error");
+}
+
+fn response_tools() -> Value {
+    json!([{ "type": "function", "name": "lookup", "description": "Looks a word up.", "strict": true,
+        "parameters": { "type": "object", "properties": { "q": { "type": "string" } }, "required": ["q"] } }])
+}
+
+#[tokio::test]
+async fn responses_continue_a_tool_loop_across_a_provider_fallback() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "attempts = 1").await;
+    let first = origin
+        .post(
+            "/v1/responses",
+            "alice",
+            &json!({
+                "model": "fallback-test", "instructions": "be brief", "tools": response_tools(),
+                "input": "look up a and b", "x_client_extra": { "kept": 1 },
+            }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-sluice-deployment"), "primary");
+    assert_eq!(header(&first, "cache-control"), "private, no-store");
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["object"], "response");
+    assert_eq!(first["status"], "completed");
+    assert_eq!(first["model"], "fallback-test");
+    assert_eq!(first["instructions"], "be brief");
+    assert_eq!(first["store"], true);
+    let calls: Vec<&Value> = first["output"].as_array().unwrap().iter().collect();
+    assert_eq!(calls.len(), 2, "{first}");
+    assert_eq!(
+        (calls[0]["type"].as_str(), calls[0]["call_id"].as_str()),
+        (Some("function_call"), Some("call_a"))
+    );
+    assert_eq!(calls[1]["arguments"], "{\"q\":\"b\"}");
+    // What the upstream sent that the Responses shape has no name for stays.
+    assert_eq!(first["system_fingerprint"], "fp_test");
+    assert_eq!(first["x_upstream_extra"]["kept"], true);
+    assert_eq!(first["service_tier"], "default");
+    assert_eq!(first["usage"]["input_tokens"], 40);
+    assert_eq!(first["usage"]["input_tokens_details"]["cached_tokens"], 30);
+    assert_eq!(
+        first["usage"]["output_tokens_details"]["reasoning_tokens"],
+        4
+    );
+    let seen = up.seen();
+    let sent = &seen.last().unwrap().body;
+    assert_eq!(
+        sent["messages"][0],
+        json!({ "role": "system", "content": "be brief" })
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "lookup");
+    assert_eq!(sent["tools"][0]["function"]["strict"], true);
+    assert_eq!(
+        sent["x_client_extra"]["kept"], 1,
+        "unknown fields reach the upstream"
+    );
+    assert!(sent.get("store").is_none() && sent.get("instructions").is_none());
+
+    // The primary breaks: the next turn goes to the Anthropic fallback, which
+    // gets the whole conversation from Sluice's store.
+    up.for_model("broken-primary", Behaviour::Status(500, None));
+    let id = first["id"].as_str().unwrap();
+    let second = origin
+        .post("/v1/responses", "alice", &json!({
+            "model": "fallback-test", "previous_response_id": id, "tools": response_tools(),
+            "input": [
+                { "type": "function_call_output", "call_id": "call_a", "output": "A is for apple" },
+                { "type": "function_call_output", "call_id": "call_b", "output": "B is for bee" },
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(header(&second, "x-sluice-deployment"), "secondary");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["previous_response_id"], id);
+    assert_eq!(second["output"][0]["type"], "message");
+    assert_eq!(second["output"][0]["content"][0]["text"], REPLY);
+    let seen = up.seen();
+    let anthropic = &seen
+        .iter()
+        .rev()
+        .find(|s| s.path == "/v1/messages")
+        .unwrap()
+        .body;
+    assert!(
+        anthropic.get("system").is_none(),
+        "instructions are not carried over: {anthropic}"
+    );
+    let messages = anthropic["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+    assert_eq!(messages[1]["content"][0]["id"], "call_a");
+    assert_eq!(messages[1]["content"][1]["input"], json!({ "q": "b" }));
+    assert_eq!(messages[2]["content"][0]["tool_use_id"], "call_a");
+    assert_eq!(messages[2]["content"][1]["content"], "B is for bee");
+
+    // Stored per caller: retrievable, listed, deletable, invisible to others.
+    let second_id = second["id"].as_str().unwrap();
+    let path = format!("/v1/responses/{second_id}");
+    let got = origin.request("GET", &path, "alice").send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.json::<Value>().await.unwrap(), second);
+    for method in ["GET", "DELETE"] {
+        let other = origin.request(method, &path, "bob").send().await.unwrap();
+        assert_eq!(other.status(), 404, "{method} by another caller");
+    }
+    let items = origin
+        .request("GET", &format!("{path}/input_items?order=asc"), "alice")
+        .send()
+        .await
+        .unwrap();
+    let items: Value = items.json().await.unwrap();
+    let kinds: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message",
+            "function_call",
+            "function_call",
+            "function_call_output",
+            "function_call_output"
+        ]
+    );
+    let stranger = origin
+        .post(
+            "/v1/responses",
+            "bob",
+            &json!({ "model": "gpt-test", "previous_response_id": id, "input": "hi" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 404);
+    let stranger: Value = stranger.json().await.unwrap();
+    assert_eq!(stranger["error"]["code"], "previous_response_not_found");
+    assert_eq!(stranger["error"]["param"], "previous_response_id");
+    let deleted = origin
+        .request("DELETE", &path, "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.json::<Value>().await.unwrap()["deleted"], true);
+    assert_eq!(
+        origin
+            .request("GET", &path, "alice")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // `store: false` keeps nothing.
+    let unstored: Value = origin
+        .post(
+            "/v1/responses",
+            "alice",
+            &json!({ "model": "gpt-test", "input": "hi", "store": false }),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unstored["output"][0]["content"][0]["text"], REPLY);
+    let path = format!("/v1/responses/{}", unstored["id"].as_str().unwrap());
+    assert_eq!(
+        origin
+            .request("GET", &path, "alice")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+/// The events of a Responses stream: (event name, data).
+fn response_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let mut lines = frame.lines();
+            let name = lines
+                .next()
+                .unwrap()
+                .strip_prefix("event: ")
+                .unwrap()
+                .to_string();
+            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_stream_semantic_events_from_an_anthropic_tool_use() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    let response = origin
+        .post("/v1/responses", "alice", &json!({
+            "model": "claude-test", "stream": true, "tools": response_tools(), "input": "look up a and b",
+            "max_output_tokens": 300,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), "text/event-stream");
+    let events = response_events(&response.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["response.created", "response.in_progress"]);
+    assert_eq!(*names.last().unwrap(), "response.completed");
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str());
+    }
+    let deltas: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, d)| {
+            (
+                d["output_index"].as_u64().unwrap(),
+                d["delta"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [(1, "{\"q\":"), (1, "\"a\"}"), (2, "{\"q\":"), (2, "\"b\"}")]
+    );
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Looking up.");
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["max_output_tokens"], 300);
+    let output = completed["output"].as_array().unwrap();
+    assert_eq!(output[1]["call_id"], "toolu_a");
+    assert_eq!(output[2]["arguments"], "{\"q\":\"b\"}");
+    assert_eq!(completed["usage"]["output_tokens"], 9);
+    let sent = up.seen().pop().unwrap().body;
+    assert_eq!(sent["max_tokens"], 300);
+    assert_eq!(sent["tools"][0]["name"], "lookup");
+    // Stored when the stream ended, before `response.completed` was sent.
+    let path = format!("/v1/responses/{}", completed["id"].as_str().unwrap());
+    let stored: Value = origin
+        .request("GET", &path, "alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&stored, completed);
+}
+
+#[tokio::test]
+async fn responses_refuse_what_they_cannot_serve_in_openais_shape() {
+    let up = Upstream::start().await;
+    let origin = origin(&up, "").await;
+    for (body, param) in [
+        (
+            json!({ "model": "gpt-test", "input": "x", "tools": [{ "type": "web_search" }] }),
+            "tools[0].type",
+        ),
+        (json!({ "model": "gpt-test", "input": 7 }), "input"),
+        (
+            json!({ "model": "gpt-test", "input": "x", "temperature": 9 }),
+            "temperature",
+        ),
+        (
+            json!({ "model": "gpt-test", "input": "x", "text": { "format": { "type": "yaml" } } }),
+            "text.format.type",
+        ),
+    ] {
+        let response = origin
+            .post("/v1/responses", "alice", &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert_eq!(error["error"]["param"], param, "{error}");
+    }
+    let unknown = origin
+        .post(
+            "/v1/responses",
+            "alice",
+            &json!({ "model": "no-such", "input": "x" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(up.seen().is_empty(), "nothing refused reached the upstream");
 }

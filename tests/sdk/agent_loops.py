@@ -82,6 +82,59 @@ image = oai.chat.completions.create(
 )
 assert "describe this" in image.choices[0].message.content, image
 
+# --- OpenAI: responses ----------------------------------------------------------
+FN = {"type": "function", **WEATHER["function"]}
+first = oai.responses.create(model=model, input="Berlin", tools=[FN], instructions="Use the tool.")
+assert first.status == "completed" and first.store is True, first
+fn_call = next(item for item in first.output if item.type == "function_call")
+assert fn_call.name == "get_weather" and json.loads(fn_call.arguments) == {"city": "Berlin"}, first
+# The next turn names only the new item: Sluice holds the conversation.
+final = oai.responses.create(
+    model=model, previous_response_id=first.id, tools=[FN],
+    input=[{"type": "function_call_output", "call_id": fn_call.call_id, "output": "foggy, 9 C"}],
+)
+assert "foggy, 9 C" in final.output_text, final
+assert final.previous_response_id == first.id, final
+assert oai.responses.retrieve(final.id).output_text == final.output_text
+items = oai.responses.input_items.list(final.id, order="asc")
+assert [i.type for i in items.data] == ["message", "function_call", "function_call_output"], items
+
+# Streaming: the SDK's helper assembles the call from the semantic events.
+with oai.responses.stream(model=model, input="Vienna", tools=[FN]) as events:
+    kinds = [event.type for event in events]
+    streamed = events.get_final_response()
+assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+assert "response.function_call_arguments.delta" in kinds, kinds
+call = next(item for item in streamed.output if item.type == "function_call")
+assert json.loads(call.arguments) == {"city": "Vienna"}, streamed
+with oai.responses.stream(model=model, input="stream this") as events:
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+assert "stream this" in text, text
+
+# Structured output, and a stored response that only its caller can see.
+shaped = oai.responses.create(
+    model=model, input="Oslo",
+    text={"format": {"type": "json_schema", "name": "trip", "schema": schema, "strict": True}},
+)
+assert json.loads(shaped.output_text) == {"city": "Oslo", "days": 1}, shaped
+other = openai.OpenAI(base_url=f"{edge}/v1", api_key=os.environ["SLUICE_OTHER_KEY"], max_retries=0)
+try:
+    other.responses.retrieve(shaped.id)
+    sys.exit("expected NotFoundError")
+except openai.NotFoundError:
+    pass
+oai.responses.delete(shaped.id)
+try:
+    oai.responses.retrieve(shaped.id)
+    sys.exit("expected NotFoundError after delete")
+except openai.NotFoundError:
+    pass
+try:
+    oai.responses.create(model=model, input="x", tools=[{"type": "web_search"}])
+    sys.exit("expected BadRequestError")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "tools[0].type", e.body
+
 # --- Anthropic: messages --------------------------------------------------------
 ant = anthropic.Anthropic(base_url=edge, api_key=key, max_retries=0)
 TOOL = {

@@ -237,6 +237,7 @@ async fn sdk_agent_loops_complete_a_tool_round_trip_through_the_edge() {
         .arg(&script)
         .env("SLUICE_EDGE", &stack.edge)
         .env("SLUICE_API_KEY", DEMO_KEY)
+        .env("SLUICE_OTHER_KEY", OTHER_KEY)
         .output()
         .await
         .unwrap();
@@ -606,4 +607,46 @@ async fn anthropics_x_api_key_is_accepted_and_never_forwarded() {
     let identity = forwarded["x-sluice-identity"].to_str().unwrap();
     let who = sluice_core::identity::Identity::decode(identity).unwrap();
     assert_eq!(who.sub, "alice");
+}
+
+/// Even with `/v1/responses` in `cache_routes`, a stored or continued
+/// Responses call always reaches the origin (each one is a new stored
+/// response); only a stateless one (`store: false`) may be replayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn stateful_responses_calls_are_never_served_from_the_edge_cache() {
+    let stack = Stack::start(Options {
+        edge_variables: vec![("cache_routes", "POST /v1/responses=3600".into())],
+        ..Options::default()
+    })
+    .await;
+    let url = format!("{}/v1/responses", stack.edge);
+    let stored = json!({ "model": "sluice-sim-1", "input": "remember me" }).to_string();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let response = post(&url, Some(DEMO_KEY), stored.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-cache"], "BYPASS");
+        ids.push(response.json::<Value>().await.unwrap()["id"].clone());
+    }
+    assert_ne!(ids[0], ids[1], "two stored responses");
+    let continued = json!({ "model": "sluice-sim-1", "input": "and then", "store": false,
+        "previous_response_id": ids[0] })
+    .to_string();
+    for _ in 0..2 {
+        let response = post(&url, Some(DEMO_KEY), continued.clone()).await;
+        assert_eq!(response.headers()["x-cache"], "BYPASS");
+    }
+    let stateless =
+        json!({ "model": "sluice-sim-1", "input": "anyone", "store": false }).to_string();
+    let first = post(&url, Some(DEMO_KEY), stateless.clone()).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let again = post(&url, Some(DEMO_KEY), stateless).await;
+    assert_eq!(again.headers()["x-cache"], "HIT");
+    // The Responses routes are in the AI group and refuse in OpenAI's shape.
+    let refused = post(&url, Some("sk-never-issued"), stored).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
 }

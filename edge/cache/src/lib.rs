@@ -5,7 +5,8 @@
 //!
 //! Variables:
 //! - `cache_routes`: `METHOD /path=ttl_seconds, ...` (paths as in `sluice_core::route`);
-//!   a chat completion is cached only when not streamed;
+//!   a POST is never cached when streamed, nor a stateful Responses call
+//!   (`sluice_core::cache_entry::body_forbids_cache`);
 //! - `cache_invalidate_on`: `METHOD /path, ...` whose successful (2xx) calls
 //!   raise the caller's generation (writes to their conversations);
 //! - `cache_max_entry_bytes`.
@@ -72,7 +73,7 @@ impl Guest for Cache {
         else {
             return LookupResult::Bypass(None);
         };
-        if head.method == "POST" && streams(&body) {
+        if head.method == "POST" && cache_entry::body_forbids_cache(&head.path, &body) {
             return LookupResult::Bypass(None);
         }
         let client = head
@@ -217,18 +218,6 @@ impl<'a> StoreTicket<'a> {
             subject,
         })
     }
-}
-
-/// True when a request body asks for a streamed answer (never cached).
-fn streams(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Streaming {
-        #[serde(default)]
-        stream: bool,
-    }
-    serde_json::from_slice::<Streaming>(body)
-        .map(|b| b.stream)
-        .unwrap_or(false)
 }
 
 fn current_generation(bucket: &store::Bucket, subject: &str) -> Result<Generation, ()> {

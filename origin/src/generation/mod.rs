@@ -34,6 +34,8 @@ pub enum Surface {
     ChatCompletions,
     ConversationTurn,
     Job,
+    /// `/v1/responses`: stored per caller, so never answered from others' answers.
+    Responses,
 }
 
 /// Whether a surface's requests may be answered from other requests' answers:
@@ -80,6 +82,7 @@ impl ReusePolicy {
             Surface::ChatCompletions => self.chat,
             Surface::ConversationTurn => self.turns,
             Surface::Job => self.jobs,
+            Surface::Responses => Reuse::default(),
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum ApiError {
     NoHealthyUpstream,
     #[error("Not found.")]
     NotFound,
+    #[error("No response with id '{0}' was found.")]
+    ResponseNotFound(String),
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     #[error("This route needs the admin tier.")]
     Forbidden,
     #[error("The job queue is unavailable; try again shortly.")]
@@ -47,7 +51,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::ModelNotFound(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_)
+            | ApiError::NotFound
+            | ApiError::ResponseNotFound(_)
+            | ApiError::PreviousResponseNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EdgeSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -77,7 +84,12 @@ impl ApiError {
             ApiError::UpstreamFailed(_) => ("server_error", Some("provider_error")),
             ApiError::UpstreamTimeout(_) => ("server_error", Some("provider_timeout")),
             ApiError::NoHealthyUpstream => ("server_error", Some("provider_unavailable")),
-            ApiError::NotFound => ("invalid_request_error", Some("not_found")),
+            ApiError::NotFound | ApiError::ResponseNotFound(_) => {
+                ("invalid_request_error", Some("not_found"))
+            }
+            ApiError::PreviousResponseNotFound(_) => {
+                ("invalid_request_error", Some("previous_response_not_found"))
+            }
             ApiError::Forbidden => ("permission_error", Some("forbidden")),
             ApiError::Database(_) => ("server_error", Some("database_unavailable")),
             ApiError::QueueUnavailable(_) => ("server_error", Some("queue_unavailable")),
@@ -95,6 +107,7 @@ impl IntoResponse for ApiError {
         let param = match &self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) => Some("model"),
+            ApiError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             _ => None,
         };
         if let ApiError::UpstreamRateLimited { retry_in } = self {

@@ -243,6 +243,15 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The answer with the request's `x_echo` object's fields added at its top
+/// level: fields no API has, for tests that they come back to the client.
+fn echoed(request: &Value, mut answer: Value) -> Value {
+    if let (Some(extra), Some(answer)) = (request["x_echo"].as_object(), answer.as_object_mut()) {
+        answer.extend(extra.clone());
+    }
+    answer
+}
+
 async fn openai_chat(
     State(script): State<Arc<Script>>,
     headers: HeaderMap,
@@ -279,11 +288,11 @@ async fn openai_chat(
     }
     if !stream {
         watch.finish();
-        return axum::Json(json!({
+        return axum::Json(echoed(&request, json!({
             "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": REPLY }, "finish_reason": "stop" }],
             "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 },
-        }))
+        })))
         .into_response();
     }
     watch.finish();
@@ -531,12 +540,15 @@ async fn anthropic_messages(
         return anthropic_tool_use(&request, stream, &behaviour, script);
     }
     if !stream {
-        return axum::Json(json!({
-            "id": "msg_test", "type": "message", "role": "assistant", "model": request["model"],
-            "content": [{ "type": "text", "text": REPLY }],
-            "stop_reason": "end_turn",
-            "usage": { "input_tokens": 13, "output_tokens": 6 },
-        }))
+        return axum::Json(echoed(
+            &request,
+            json!({
+                "id": "msg_test", "type": "message", "role": "assistant", "model": request["model"],
+                "content": [{ "type": "text", "text": REPLY }],
+                "stop_reason": "end_turn",
+                "usage": { "input_tokens": 13, "output_tokens": 6 },
+            }),
+        ))
         .into_response();
     }
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
