@@ -1,6 +1,7 @@
 //! Generation against a real HTTP upstream (tests/upstream): wire formats,
 //! key rotation, breakers, fallback, retry limits, streams, cancellation and
-//! coalescing, through the origin's real router on a real socket.
+//! coalescing, tool calls, Messages and Responses, and (a property) unknown
+//! fields both ways, through the origin's real router on a real socket.
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers: any failure should fail the test"
@@ -9,7 +10,9 @@
 mod upstream;
 
 use futures::StreamExt;
-use serde_json::{Value, json};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use serde_json::{Map, Value, json};
 use sluice_core::edge_signature;
 use sluice_core::identity::{Identity, Tier};
 use sluice_origin::app::{AppState, app};
@@ -775,8 +778,8 @@ impl Origin {
     }
 }
 
-/// `(event, data)` of an Anthropic SSE body.
-fn anthropic_events(text: &str) -> Vec<(String, Value)> {
+/// `(event, data)` of an SSE body with named events (Anthropic's, Responses').
+fn named_events(text: &str) -> Vec<(String, Value)> {
     text.split("\n\n")
         .filter(|f| !f.trim().is_empty())
         .map(|frame| {
@@ -827,7 +830,7 @@ async fn messages_pass_through_natively_to_anthropic() {
     let mut streamed = sent.clone();
     streamed["stream"] = json!(true);
     let response = origin.messages(&streamed, None).await;
-    let events = anthropic_events(&response.text().await.unwrap());
+    let events = named_events(&response.text().await.unwrap());
     assert_eq!(events[0].0, "message_start");
     assert_eq!(events[0].1["message"]["model"], "claude-test");
     assert_eq!(events.last().unwrap().0, "message_stop");
@@ -870,7 +873,7 @@ async fn messages_are_translated_for_openai_upstreams() {
     let mut streamed = sent.clone();
     streamed["stream"] = json!(true);
     let text = origin.messages(&streamed, None).await.text().await.unwrap();
-    let events = anthropic_events(&text);
+    let events = named_events(&text);
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(names[..2], ["message_start", "ping"]);
     assert_eq!(names[names.len() - 2..], ["message_delta", "message_stop"]);
@@ -1123,24 +1126,6 @@ async fn responses_continue_a_tool_loop_across_a_provider_fallback() {
     );
 }
 
-/// The events of a Responses stream: (event name, data).
-fn response_events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|frame| !frame.trim().is_empty())
-        .map(|frame| {
-            let mut lines = frame.lines();
-            let name = lines
-                .next()
-                .unwrap()
-                .strip_prefix("event: ")
-                .unwrap()
-                .to_string();
-            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn responses_stream_semantic_events_from_an_anthropic_tool_use() {
     let up = Upstream::start().await;
@@ -1155,7 +1140,7 @@ async fn responses_stream_semantic_events_from_an_anthropic_tool_use() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "content-type"), "text/event-stream");
-    let events = response_events(&response.text().await.unwrap());
+    let events = named_events(&response.text().await.unwrap());
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["response.created", "response.in_progress"]);
     assert_eq!(*names.last().unwrap(), "response.completed");
@@ -1245,4 +1230,94 @@ async fn responses_refuse_what_they_cannot_serve_in_openais_shape() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(up.seen().is_empty(), "nothing refused reached the upstream");
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "\\PC{0,16}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Fields with names no API uses, holding any JSON.
+fn unknown_fields() -> impl Strategy<Value = Map<String, Value>> {
+    prop::collection::btree_map("x_[a-z_]{1,12}", json_value(), 1..5)
+        .prop_map(|m| m.into_iter().collect())
+}
+
+/// Every field of `fields` is in `object`, unchanged.
+fn holds(object: &Value, fields: &Map<String, Value>, what: &str) -> Result<(), TestCaseError> {
+    for (name, value) in fields {
+        prop_assert_eq!(&object[name], value, "{} lost or changed {}", what, name);
+    }
+    Ok(())
+}
+
+/// Property: fields Sluice does not know survive the round trip. Random
+/// `x_...` fields added to a request reach the upstream as sent, and those
+/// the upstream adds to its answer (the test upstream echoes the request's
+/// `x_echo` object) reach the client: on chat completions, on Responses
+/// (translated to chat) and on Messages (native to an Anthropic upstream).
+#[test]
+fn unknown_fields_survive_the_round_trip() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (up, origin) = runtime.block_on(async {
+        let up = Upstream::start().await;
+        let origin = origin(&up, "").await;
+        (up, origin)
+    });
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 32,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(unknown_fields(), unknown_fields()), |(sent, echoed)| {
+            runtime.block_on(async {
+                let with = |mut body: Value| {
+                    let object = body.as_object_mut().unwrap();
+                    object.extend(sent.clone());
+                    object.insert("x_echo".into(), Value::Object(echoed.clone()));
+                    body
+                };
+                let cases = [
+                    (
+                        "/v1/chat/completions",
+                        with(json!({ "model": "gpt-test",
+                        "messages": [{ "role": "user", "content": "hi" }] })),
+                    ),
+                    (
+                        "/v1/responses",
+                        with(json!({ "model": "gpt-test", "input": "hi", "store": false })),
+                    ),
+                    (
+                        "/v1/messages",
+                        with(json!({ "model": "claude-test", "max_tokens": 16,
+                        "messages": [{ "role": "user", "content": "hi" }] })),
+                    ),
+                ];
+                for (path, body) in cases {
+                    let response = origin.post(path, "alice", &body).send().await.unwrap();
+                    prop_assert_eq!(response.status(), 200, "{}", path);
+                    let answer: Value = response.json().await.unwrap();
+                    let seen = up.seen().pop().unwrap();
+                    holds(&seen.body, &sent, &format!("{path} on the way up"))?;
+                    holds(&answer, &echoed, &format!("{path} on the way back"))?;
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
 }
