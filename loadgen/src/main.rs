@@ -94,6 +94,11 @@ struct RateArgs {
     sign_secret: Option<String>,
     #[arg(long, default_value = "bench")]
     sign_subject: String,
+    /// Count the "first byte" when the body read so far first contains this
+    /// text (for a stream, its first token of a kind: `"tool_calls"`), not
+    /// at the first byte of the body.
+    #[arg(long)]
+    first_match: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -232,9 +237,12 @@ async fn rate(args: RateArgs) -> Result<serde_json::Value> {
         }
         let results = results.clone();
         let counted = i >= warmup;
+        let first_match = args.first_match.clone();
         tokio::spawn(async move {
             let outcome = match request.send().await {
-                Ok(response) if response.status().is_success() => read_body(response, due).await,
+                Ok(response) if response.status().is_success() => {
+                    read_body(response, due, first_match.as_deref()).await
+                }
                 _ => None,
             };
             drop(permit);
@@ -282,15 +290,36 @@ async fn rate(args: RateArgs) -> Result<serde_json::Value> {
 }
 
 /// Reads the whole body as a client would; returns micros from `due` to its
-/// first byte, or `None` if it broke.
-async fn read_body(mut response: reqwest::Response, due: Instant) -> Option<u64> {
+/// first byte (or to the first appearance of `first_match`), or `None` if
+/// it broke or never contained `first_match`.
+async fn read_body(
+    mut response: reqwest::Response,
+    due: Instant,
+    first_match: Option<&str>,
+) -> Option<u64> {
     let mut first = None;
+    let mut read = Vec::new();
     while let Some(chunk) = response.chunk().await.ok()? {
-        if first.is_none() && !chunk.is_empty() {
-            first = Some(due.elapsed().as_micros() as u64);
+        if first.is_some() || chunk.is_empty() {
+            continue;
+        }
+        match first_match {
+            None => first = Some(due.elapsed().as_micros() as u64),
+            Some(needle) => {
+                read.extend_from_slice(&chunk);
+                if read
+                    .windows(needle.len().max(1))
+                    .any(|w| w == needle.as_bytes())
+                {
+                    first = Some(due.elapsed().as_micros() as u64);
+                }
+            }
         }
     }
-    Some(first.unwrap_or_else(|| due.elapsed().as_micros() as u64))
+    match first_match {
+        Some(_) => first,
+        None => Some(first.unwrap_or_else(|| due.elapsed().as_micros() as u64)),
+    }
 }
 
 async fn trivial(listen: std::net::SocketAddr) -> Result<serde_json::Value> {
