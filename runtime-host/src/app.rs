@@ -6,6 +6,7 @@ use crate::host_services;
 use crate::kv::{KvStore, MemoryStore, RedisStore, Stores};
 use crate::manifest::{self, Loaded, Route};
 use crate::outbound::{AllowedHost, OutboundPolicy};
+use crate::outbound_http::OutboundClient;
 use crate::runtime_config::{KeyValueStore, RuntimeConfig};
 use crate::state::{ComponentConfig, HostState};
 use anyhow::{Context, Result, bail};
@@ -49,6 +50,8 @@ pub struct App {
     pub components: Vec<ServedComponent>,
     pub routes: Vec<RouteEntry>,
     pub stores: Stores,
+    /// Outbound HTTP for every component: one connection pool.
+    pub outbound: OutboundClient,
     pub limits: Limits,
 }
 
@@ -160,6 +163,7 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
         components,
         routes: routes(loaded, &index_of),
         stores: open_stores(runtime, labels, limits.kv_memory_max_bytes)?,
+        outbound: OutboundClient::new(),
         limits,
     })
 }

@@ -8,6 +8,7 @@ pub mod host_services;
 pub mod kv;
 pub mod manifest;
 pub mod outbound;
+pub mod outbound_http;
 pub mod runtime_config;
 pub mod server;
 pub mod state;

@@ -148,6 +148,7 @@ impl Server {
             HostState::new(
                 component.config.clone(),
                 self.app.stores.clone(),
+                self.app.outbound.clone(),
                 limits.max_memory_bytes,
                 limits.max_resources,
             ),

@@ -2,6 +2,7 @@
 
 use crate::kv::Stores;
 use crate::outbound::OutboundPolicy;
+use crate::outbound_http::OutboundClient;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -32,6 +33,7 @@ impl HostState {
     pub fn new(
         component: Arc<ComponentConfig>,
         stores: Stores,
+        outbound: OutboundClient,
         max_memory_bytes: usize,
         max_resources: usize,
     ) -> HostState {
@@ -53,6 +55,7 @@ impl HostState {
                 .build(),
             hooks: OutboundHooks {
                 component: component.clone(),
+                client: outbound,
             },
             component,
             stores,
@@ -79,9 +82,11 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Refuses outbound requests to hosts the manifest does not allow.
+/// Refuses outbound requests to hosts the manifest does not allow and
+/// sends the others through the shared pooled client.
 struct OutboundHooks {
     component: Arc<ComponentConfig>,
+    client: OutboundClient,
 }
 
 type SendFuture = Box<
@@ -107,13 +112,12 @@ impl WasiHttpHooks for OutboundHooks {
             tracing::warn!(component = %self.component.id, uri = %request.uri(), "outbound request denied by allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let client = self.client.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let response = client.send(request, options).await?;
+            // The pool drives the connection; nothing is left for the caller to await.
+            let io = async { Ok(()) };
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }

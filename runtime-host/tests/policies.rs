@@ -116,7 +116,13 @@ impl Policy {
     fn store(&self) -> Store<HostState> {
         Store::new(
             &self.engine,
-            HostState::new(self.config.clone(), self.stores.clone(), 64 << 20, 10_000),
+            HostState::new(
+                self.config.clone(),
+                self.stores.clone(),
+                sluice_host::outbound_http::OutboundClient::new(),
+                64 << 20,
+                10_000,
+            ),
         )
     }
 }

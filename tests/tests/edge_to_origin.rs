@@ -650,3 +650,50 @@ async fn stateful_responses_calls_are_never_served_from_the_edge_cache() {
         "invalid_request_error"
     );
 }
+
+/// The host sends components' outbound requests through one pool of
+/// keep-alive connections: sequential requests through the edge reach the
+/// origin on a connection or two, not one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_reuses_its_connections_to_the_origin() {
+    use std::net::SocketAddr;
+    let peers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<SocketAddr>>> =
+        Default::default();
+    let record = std::sync::Arc::clone(&peers);
+    let stub = axum::Router::new().fallback(
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| {
+            let record = std::sync::Arc::clone(&record);
+            async move {
+                record.lock().unwrap().insert(peer);
+                axum::Json(json!({ "object": "stub" }))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stub_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            stub.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let stack = Stack::start(Options {
+        edge_variables: vec![("origin_url", stub_url)],
+        ..Options::default()
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", stack.edge);
+    for i in 0..20 {
+        let body = json!({ "model": "m", "messages": [], "n": i }).to_string();
+        assert_eq!(
+            post(&url, Some(DEMO_KEY), body).await.status(),
+            StatusCode::OK
+        );
+    }
+    let connections = peers.lock().unwrap().len();
+    assert!(
+        connections <= 2,
+        "20 requests opened {connections} connections to the origin"
+    );
+}
