@@ -200,11 +200,16 @@ impl ResponseEvents {
         self.drain()
     }
 
-    fn output(&self, status: &str) -> Vec<Value> {
-        let status = match self.finish_reason.as_deref() {
+    /// A finished item's status: `status`, or `incomplete` when the answer was cut off.
+    fn item_status<'a>(&self, status: &'a str) -> &'a str {
+        match self.finish_reason.as_deref() {
             Some("length" | "content_filter") => "incomplete",
             _ => status,
-        };
+        }
+    }
+
+    fn output(&self, status: &str) -> Vec<Value> {
+        let status = self.item_status(status);
         self.items
             .iter()
             .map(|item| item_json(item, status))
@@ -377,11 +382,7 @@ impl ResponseEvents {
                 ));
             }
         }
-        let status = match self.finish_reason.as_deref() {
-            Some("length" | "content_filter") => "incomplete",
-            _ => "completed",
-        };
-        let item = item_json(&self.items[index], status);
+        let item = item_json(&self.items[index], self.item_status("completed"));
         for (kind, event) in events {
             self.emit(kind, event);
         }

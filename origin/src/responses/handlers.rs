@@ -89,7 +89,11 @@ async fn create(
         fingerprint: body,
         refuses_cache: true,
     };
-    let keep = request.store.then(|| (store, who.sub.clone(), context));
+    let keep = request.store.then(|| Keep {
+        store,
+        subject: who.sub.clone(),
+        context,
+    });
     if request.stream {
         let streamed = generation.stream(generate).await?;
         return Ok(private(sse_response(
@@ -110,8 +114,8 @@ async fn create(
         usage,
         answer_extras(&completion.body.0),
     );
-    if let Some((store, subject, context)) = keep {
-        store.save(&subject, &response, &context).await?;
+    if let Some(keep) = keep {
+        keep.save(&response).await?;
     }
     let mut http = Json(&response).into_response();
     completion_headers(http.headers_mut(), &completion);
@@ -123,13 +127,27 @@ fn sse_event(event: &Value) -> Bytes {
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
 }
 
-type Keep = Option<(ResponseStore, String, Vec<Value>)>;
+/// Where a response is stored once finished (`store: true`), and the items
+/// it was generated from.
+struct Keep {
+    store: ResponseStore,
+    subject: String,
+    context: Vec<Value>,
+}
+
+impl Keep {
+    async fn save(&self, response: &Value) -> Result<(), StoreError> {
+        self.store
+            .save(&self.subject, response, &self.context)
+            .await
+    }
+}
 
 /// Where the relay is between chunks.
 struct Relaying {
     events: ResponseEvents,
     streamed: Option<Streamed>,
-    keep: Keep,
+    keep: Option<Keep>,
     pending: std::collections::VecDeque<Value>,
 }
 
@@ -152,8 +170,8 @@ impl Relaying {
                     let (events, response) = self.events.finish(usage);
                     // Stored before `response.completed` is sent, so a client
                     // that saw it can continue from it at once.
-                    if let Some((store, subject, context)) = self.keep.take()
-                        && let Err(error) = store.save(&subject, &response, &context).await
+                    if let Some(keep) = self.keep.take()
+                        && let Err(error) = keep.save(&response).await
                     {
                         tracing::error!(event = "response_store_failed", error = %error,
                             "a streamed response could not be stored");
@@ -170,7 +188,7 @@ impl Relaying {
     }
 }
 
-fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Keep) -> Response {
+fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Keep>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
     let relaying = Relaying {
         pending: events.start().into(),

@@ -265,20 +265,7 @@ fn normalize_item(item: Value, at: &str) -> Result<Value, ApiError> {
                     ));
                 }
             }
-            match item.get("content") {
-                Some(Value::String(_)) => {}
-                Some(Value::Array(parts)) => {
-                    for (j, part) in parts.iter().enumerate() {
-                        check_part(part, &format!("{at}.content[{j}]"))?;
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        &format!("{at}.content"),
-                        format!("`{at}.content` must be a string or a list of content parts."),
-                    ));
-                }
-            }
+            check_content(&item, "content", at)?;
             "msg"
         }
         "function_call" => {
@@ -289,20 +276,7 @@ fn normalize_item(item: Value, at: &str) -> Result<Value, ApiError> {
         }
         "function_call_output" => {
             string(&item, "call_id")?;
-            match item.get("output") {
-                Some(Value::String(_)) => {}
-                Some(Value::Array(parts)) => {
-                    for (j, part) in parts.iter().enumerate() {
-                        check_part(part, &format!("{at}.output[{j}]"))?;
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        &format!("{at}.output"),
-                        format!("`{at}.output` must be a string or a list of content parts."),
-                    ));
-                }
-            }
+            check_content(&item, "output", at)?;
             "fco"
         }
         "reasoning" => "rs",
@@ -320,6 +294,21 @@ fn normalize_item(item: Value, at: &str) -> Result<Value, ApiError> {
         item.insert("id".into(), Value::String(item_id(prefix)));
     }
     Ok(Value::Object(item))
+}
+
+/// `item[field]` is a string or a list of content parts Sluice can translate.
+fn check_content(item: &Map<String, Value>, field: &str, at: &str) -> Result<(), ApiError> {
+    match item.get(field) {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .try_for_each(|(j, part)| check_part(part, &format!("{at}.{field}[{j}]"))),
+        _ => Err(invalid(
+            &format!("{at}.{field}"),
+            format!("`{at}.{field}` must be a string or a list of content parts."),
+        )),
+    }
 }
 
 fn check_part(part: &Value, at: &str) -> Result<(), ApiError> {
