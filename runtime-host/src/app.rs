@@ -109,14 +109,20 @@ fn engine(limits: &Limits) -> Result<Engine> {
         .max_memories_per_component(16)
         .max_tables_per_component(32)
         .max_core_instances_per_component(64)
-        // Reset the first MiB of a memory (and 64 KiB of a table) with memset, the
-        // pages it touched found by PAGEMAP_SCAN (Linux 6.7+; `Auto` falls back),
-        // instead of madvise and a page fault per page on the next request:
-        // 10-15 % less host CPU per request (BENCHMARKS.md, 2026-12-03 (m)).
-        .linear_memory_keep_resident(1 << 20)
+        // Reset the first 2 MiB of a memory (the components' initial memory, see
+        // xtask's LINK_FLAGS) and 64 KiB of a table with memset, the pages a request
+        // touched found by PAGEMAP_SCAN (Linux 6.7+; `Auto` falls back), instead of
+        // madvise and a page fault per page on the next request: less host CPU per
+        // request (BENCHMARKS.md, 2026-12-03 (m)). Only touched pages stay resident.
+        .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
+    // `perf` can name the compiled wasm functions (a /tmp/perf-PID.map) when asked:
+    // what `scripts/bench`'s profiles of the host read.
+    if std::env::var_os("SLUICE_HOST_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
         .wasm_component_model(true)
         .epoch_interruption(true)

@@ -49,6 +49,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 const TARGET: &str = "wasm32-wasip1";
 
+/// Every component starts with 2 MiB of linear memory (the 1 MiB stack, the
+/// data, and about 900 KiB of heap) instead of the 17 or 18 pages the linker
+/// picks: a request then runs without `memory.grow`, which cost the host two
+/// `mprotect` calls per memory per request (one to grow, one to shrink it back
+/// for the next instance) and a TLB shootdown on every core. sluice-host keeps
+/// the same 2 MiB resident between requests (`app::engine`). BENCHMARKS.md,
+/// 2026-12-03 (m).
+const LINK_FLAGS: &str = "-C link-arg=--initial-memory=2097152";
+
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -112,6 +121,7 @@ fn compile(edge: &Path) -> Result<()> {
         Command::new("cargo")
             .args(["build", "--release", "--target", TARGET])
             .current_dir(edge)
+            .env("RUSTFLAGS", LINK_FLAGS)
             .status()?
     } else {
         ensure_debian_toolchain()?;
@@ -132,7 +142,7 @@ fn compile(edge: &Path) -> Result<()> {
             .env("RUSTC_BOOTSTRAP", "1")
             .env(
                 "RUSTFLAGS",
-                "-C link-self-contained=no -L /usr/lib/wasm32-wasi",
+                format!("-C link-self-contained=no -L /usr/lib/wasm32-wasi {LINK_FLAGS}"),
             )
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
