@@ -2,6 +2,7 @@
 //! the features' routers merged, and the layer stack, in one place. Nothing
 //! below imports this module.
 
+use crate::budgets::{BudgetSettings, Budgets};
 use crate::cache::OriginCache;
 use crate::config::{Config, QueueBackend};
 use crate::conversations::{ConversationStore, ConversationsState, TurnSettings};
@@ -18,7 +19,7 @@ use crate::queue::streams::JobStreams;
 use crate::queue::worker::Runner;
 use crate::responses::ResponseStore;
 use crate::routing::Engine;
-use crate::{conversations, generation, keys, messages, ops, queue, responses};
+use crate::{budgets, conversations, generation, keys, messages, ops, queue, responses};
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -35,6 +36,7 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub generation: GenerationService,
+    pub budgets: Budgets,
     pub conversations: ConversationStore,
     pub responses: ResponseStore,
     pub turns: TurnSettings,
@@ -70,11 +72,13 @@ impl AppState {
             );
         }
         let usage = UsageLog::start(db.clone());
+        let budgets = Budgets::new(db.clone(), BudgetSettings::from_config(&config.budgets));
         let generation = GenerationService::new(
             Arc::clone(&engine),
             SemanticCache::new(Arc::clone(&engine), &config.cache.semantic).map(Arc::new),
             usage.clone(),
             ReusePolicy::from_config(config),
+            budgets.clone(),
         );
         let conversations = ConversationStore::new(db.clone(), cache.clone());
         let secret = config
@@ -109,6 +113,7 @@ impl AppState {
                 workers: Arc::default(),
             },
             generation,
+            budgets,
             conversations,
             jobs,
             usage,
@@ -167,6 +172,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(conversations::router())
         .merge(queue::router())
         .merge(keys::router())
+        .merge(budgets::handlers::router())
         .merge(ops::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit.0))

@@ -20,6 +20,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub conversations: ConversationsConfig,
     pub cache: CacheConfig,
+    pub budgets: BudgetsConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -223,6 +224,44 @@ impl QueueConfig {
     }
 }
 
+/// Spend control (`crate::budgets`): how reservations are sized, soft
+/// thresholds and their webhook, and how long usage records are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// Output tokens reserved for a call that sets no `max_tokens` (or
+    /// `max_completion_tokens`); under a budget it is also set as the call's cap.
+    pub default_output_tokens: u32,
+    /// Prompt tokens reserved per image part (its size is not known up front).
+    pub image_tokens: u32,
+    /// Shares of a hard limit at which a notice goes out, once per period.
+    pub soft_thresholds: Vec<f64>,
+    /// Where notices are POSTed as JSON; none sends only the log event and metric.
+    pub webhook_url: Option<String>,
+    /// How long a reservation may stay open before the sweeper releases it
+    /// (its process died mid-call). At least the request timeout.
+    pub hold_ttl_secs: u64,
+    /// How long a process reuses budget definitions and team membership it
+    /// read: how long a change made elsewhere takes to apply here.
+    pub definitions_cache_ms: u64,
+    /// Usage records older than this many days are deleted; 0 keeps them.
+    pub usage_retention_days: u64,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> BudgetsConfig {
+        BudgetsConfig {
+            default_output_tokens: 4096,
+            image_tokens: 2500,
+            soft_thresholds: vec![0.7, 0.85, 0.95],
+            webhook_url: None,
+            hold_ttl_secs: 900,
+            definitions_cache_ms: 1000,
+            usage_retention_days: 400,
+        }
+    }
+}
+
 /// The origin's read cache (conversations) and the semantic completion cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -412,6 +451,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             conversations: ConversationsConfig::default(),
             cache: CacheConfig::default(),
+            budgets: BudgetsConfig::default(),
             models: vec![ModelConfig {
                 name: "sluice-sim-1".into(),
                 deployments: vec![DeploymentConfig {
@@ -596,6 +636,19 @@ impl Config {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        let thresholds = &self.budgets.soft_thresholds;
+        if thresholds.len() > 16 || thresholds.iter().any(|t| !(*t > 0.0 && *t <= 1.0)) {
+            return Err(ConfigError::Invalid {
+                field: "budgets.soft_thresholds",
+                message: "at most 16 shares, each above 0 and at most 1".into(),
+            });
+        }
+        if self.budgets.hold_ttl_secs < self.server.request_timeout_secs {
+            return Err(ConfigError::Invalid {
+                field: "budgets.hold_ttl_secs",
+                message: "must be at least server.request_timeout_secs".into(),
+            });
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::Invalid {

@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod app;
+pub mod budgets;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -2,6 +2,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_core::identity::Tier;
 use sluice_origin::app::{AppState, app};
+use sluice_origin::budgets::handlers::{THIRTY_DAYS_MS, standing_json};
+use sluice_origin::budgets::microdollars;
+use sluice_origin::budgets::period::{Period, parse_instant};
+use sluice_origin::budgets::report::{self, Filter, GroupBy};
+use sluice_origin::budgets::store::{Budget, BudgetStore, Scope};
 use sluice_origin::config::{Config, SimulatedConfig};
 use sluice_origin::keys::{KeyStore, NewKey};
 use sluice_origin::ops;
@@ -33,6 +38,14 @@ enum Command {
     /// over HTTP; this creates the first admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage teams and their members (the admin API does the same over HTTP).
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+    /// Manage USD budgets on keys, users and teams.
+    #[command(subcommand)]
+    Budgets(BudgetsCommand),
+    /// Print a spend report from the usage records.
+    Spend(SpendArgs),
     /// Run queued jobs without the HTTP API (scale these on queue depth).
     Worker(WorkerArgs),
     /// Serve the simulated provider as a stand-alone OpenAI-compatible upstream
@@ -87,6 +100,89 @@ enum KeysCommand {
     Revoke { id: String },
 }
 
+#[derive(Subcommand)]
+enum TeamsCommand {
+    /// Create a team (or rename it).
+    Create {
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List teams and their members, as JSON.
+    List,
+    /// Delete a team and its budget; its members stay, teamless.
+    Delete {
+        id: String,
+    },
+    /// Put a user in the team (out of any other).
+    AddMember {
+        id: String,
+        subject: String,
+    },
+    RemoveMember {
+        id: String,
+        subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetsCommand {
+    /// Create or replace the budget of a key, user or team.
+    Set {
+        #[arg(value_parser = parse_scope)]
+        scope: Scope,
+        id: String,
+        /// day, week, month or total.
+        #[arg(long, value_parser = parse_period)]
+        period: Period,
+        #[arg(long)]
+        limit_usd: f64,
+    },
+    /// List budgets with their spend in the current period, as JSON.
+    List,
+    Delete {
+        #[arg(value_parser = parse_scope)]
+        scope: Scope,
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct SpendArgs {
+    /// key, user, team, model or day.
+    #[arg(long, default_value = "model", value_parser = parse_group_by)]
+    group_by: GroupBy,
+    /// RFC 3339, YYYY-MM-DD or Unix milliseconds (default: 30 days before `to`).
+    #[arg(long)]
+    from: Option<String>,
+    /// Default: now.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    team: Option<String>,
+    /// Print CSV instead of JSON.
+    #[arg(long)]
+    csv: bool,
+    /// With `--csv`: the daily series rather than the totals per group.
+    #[arg(long)]
+    series: bool,
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s).ok_or_else(|| format!("`{s}` is not key, user or team"))
+}
+
+fn parse_period(s: &str) -> Result<Period, String> {
+    Period::parse(s).ok_or_else(|| format!("`{s}` is not day, week, month or total"))
+}
+
+fn parse_group_by(s: &str) -> Result<GroupBy, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("`{s}` is not key, user, team, model or day"))
+}
+
 fn parse_tier(s: &str) -> Result<Tier, String> {
     Tier::parse(s).ok_or_else(|| format!("`{s}` is not free, premium or admin"))
 }
@@ -120,9 +216,13 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if let Some(Command::Keys(command)) = command {
-        return runtime.block_on(keys(&config, command));
-    }
+    let command = match command {
+        Some(Command::Keys(command)) => return runtime.block_on(keys(&config, command)),
+        Some(Command::Teams(command)) => return runtime.block_on(teams(&config, command)),
+        Some(Command::Budgets(command)) => return runtime.block_on(budgets(&config, command)),
+        Some(Command::Spend(args)) => return runtime.block_on(spend(&config, args)),
+        other => other,
+    };
     let worker_args = match command {
         Some(Command::Worker(args)) => Some(args),
         _ => None,
@@ -146,6 +246,10 @@ fn run(cli: Cli) -> Result<()> {
         let admin = bind(config.server.admin_listen).await?;
         println!("admin on http://{}", admin.local_addr()?);
         let sampler = ops::spawn_sampler(state.ops.clone());
+        // Releases reservations of calls whose process died, and applies usage retention.
+        let retention = (config.budgets.usage_retention_days > 0)
+            .then(|| Duration::from_secs(config.budgets.usage_retention_days * 86_400));
+        let sweeper = tokio::spawn(state.budgets.clone().sweep_forever(retention));
         let admin = tokio::spawn(
             axum::serve(admin, ops::admin_app(state.ops.clone()))
                 .with_graceful_shutdown(stopping(stopped.clone()))
@@ -185,6 +289,7 @@ fn run(cli: Cli) -> Result<()> {
             workers.await?;
         }
         sampler.abort();
+        sweeper.abort();
         admin.await??;
         // Usage records still buffered are written before the process ends.
         state.usage.flush().await;
@@ -255,6 +360,96 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
         KeysCommand::Revoke { id } => serde_json::to_string_pretty(&store.revoke(&id).await?)?,
     };
     println!("{out}");
+    Ok(())
+}
+
+async fn budget_store(config: &Config) -> Result<BudgetStore> {
+    let db = sluice_origin::db::connect(&config.database)
+        .await
+        .context("opening the database")?;
+    Ok(BudgetStore::new(db))
+}
+
+async fn teams(config: &Config, command: TeamsCommand) -> Result<()> {
+    let store = budget_store(config).await?;
+    let out = match command {
+        TeamsCommand::Create { id, name } => {
+            serde_json::to_string_pretty(&store.create_team(&id, &name).await?)?
+        }
+        TeamsCommand::List => serde_json::to_string_pretty(&store.teams().await?)?,
+        TeamsCommand::Delete { id } => {
+            store.delete_team(&id).await?;
+            format!("deleted team {id}")
+        }
+        TeamsCommand::AddMember { id, subject } => {
+            store.add_member(&id, &subject).await?;
+            serde_json::to_string_pretty(&store.team(&id).await?)?
+        }
+        TeamsCommand::RemoveMember { id, subject } => {
+            store.remove_member(&id, &subject).await?;
+            serde_json::to_string_pretty(&store.team(&id).await?)?
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+async fn budgets(config: &Config, command: BudgetsCommand) -> Result<()> {
+    let store = budget_store(config).await?;
+    let now = sluice_origin::clock::now_ms();
+    let shown = match command {
+        BudgetsCommand::Set {
+            scope,
+            id,
+            period,
+            limit_usd,
+        } => {
+            anyhow::ensure!(
+                limit_usd.is_finite() && (0.0..=1e12).contains(&limit_usd),
+                "--limit-usd must be from 0 to 1e12"
+            );
+            let budget = Budget {
+                scope,
+                scope_id: id,
+                period,
+                limit_microdollars: microdollars(limit_usd),
+            };
+            store.set_budget(&budget).await?;
+            store.standings(&[budget], now).await?
+        }
+        BudgetsCommand::List => store.standings(&store.budgets().await?, now).await?,
+        BudgetsCommand::Delete { scope, id } => {
+            store.delete_budget(scope, &id).await?;
+            println!("deleted the {} budget of {id}", scope.as_str());
+            return Ok(());
+        }
+    };
+    let shown: Vec<_> = shown.iter().map(standing_json).collect();
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(())
+}
+
+async fn spend(config: &Config, args: SpendArgs) -> Result<()> {
+    let store = budget_store(config).await?;
+    let instant = |value: &Option<String>, default: i64| match value {
+        None => Ok(default),
+        Some(v) => parse_instant(v)
+            .with_context(|| format!("`{v}` is not RFC 3339, YYYY-MM-DD or Unix milliseconds")),
+    };
+    let to = instant(&args.to, sluice_origin::clock::now_ms() + 1)?;
+    let filter = Filter {
+        from_ms: instant(&args.from, to - THIRTY_DAYS_MS)?,
+        to_ms: to,
+        subject: args.subject,
+        team_id: args.team,
+        ..Filter::default()
+    };
+    let report = report::report(store.db(), args.group_by, &filter).await?;
+    if args.csv {
+        print!("{}", report::csv(&report, args.series));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 //! failures are the configured ones (`[simulated]`): 429 with `Retry-After`,
 //! and 5xx. Each request is one provider call: no retries, no coalescing.
 
+use crate::budgets::{BudgetSettings, Budgets, Payer};
+use crate::config::BudgetsConfig;
 use crate::config::SimulatedConfig;
 use crate::generation::usage::UsageLog;
 use crate::generation::{Generate, GenerationService, ReusePolicy, Surface, parse, render, stream};
@@ -50,6 +52,14 @@ fn engine(config: SimulatedConfig) -> Engine {
     )
 }
 
+/// The one caller of the stand-alone simulator.
+fn payer() -> Payer {
+    Payer {
+        subject: "simulator".into(),
+        key_id: None,
+    }
+}
+
 /// Nothing reused and nothing recorded: each request is one call.
 fn service(config: SimulatedConfig) -> GenerationService {
     GenerationService::new(
@@ -57,6 +67,7 @@ fn service(config: SimulatedConfig) -> GenerationService {
         None,
         UsageLog::discard(),
         ReusePolicy::default(),
+        Budgets::none(BudgetSettings::from_config(&BudgetsConfig::default())),
     )
 }
 
@@ -83,7 +94,7 @@ async fn chat_completions(
     let generate = Generate {
         surface: Surface::ChatCompletions,
         request: Arc::new(routed),
-        subject: "simulator".into(),
+        payer: payer(),
         priority: Priority::Normal,
         fingerprint: body,
         refuses_cache: false,
@@ -109,7 +120,7 @@ async fn embeddings(
     let mut request = parse::parse_embeddings(&body)?;
     let asked = std::mem::replace(&mut request.model, ALIAS.into());
     let embedded = generation
-        .embed("simulator", &request, Priority::Normal)
+        .embed(&payer(), &request, Priority::Normal)
         .await?;
     request.model = asked;
     Ok(render::embeddings_response(&embedded, &request))

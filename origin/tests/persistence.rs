@@ -457,6 +457,7 @@ async fn jobs(db: TestDb, queue: &str) {
         probe
             .submit(NewJob {
                 subject: "prio",
+                key_id: None,
                 priority,
                 idempotency_key: None,
                 request: &chat("p").to_string(),
@@ -487,6 +488,7 @@ async fn jobs(db: TestDb, queue: &str) {
     let lost = probe
         .submit(NewJob {
             subject: "alice",
+            key_id: None,
             priority: Priority::High,
             idempotency_key: None,
             request: &chat("lost").to_string(),

@@ -56,6 +56,7 @@ async fn setup(db: TestDb, jobs: usize, streams: Option<&str>) -> Setup {
         queue
             .submit(NewJob {
                 subject: "crash",
+                key_id: None,
                 priority: Priority::Normal,
                 idempotency_key: Some(&format!("job-{n}")),
                 request: &request.to_string(),
@@ -173,6 +174,7 @@ async fn assert_all_completed_once(setup: &Setup, jobs: usize) -> i64 {
             .queue
             .submit(NewJob {
                 subject: "crash",
+                key_id: None,
                 priority: Priority::Normal,
                 idempotency_key: Some(&format!("job-{n}")),
                 request: "{}",

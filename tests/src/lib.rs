@@ -48,13 +48,17 @@ pub struct Stack {
     /// The first edge host; `edges` lists every one.
     pub edge: String,
     pub edges: Vec<String>,
+    /// The first origin; `origins` lists every one (edge host i calls origin i mod n).
     pub origin: String,
+    pub origins: Vec<String>,
     /// The origin's admin listener (metrics, probes, stats, status page).
     pub origin_admin: String,
     /// Each edge host's admin listener, in `edges` order.
     pub edge_admins: Vec<String>,
     pub secret: String,
+    /// Origins first, then edge hosts.
     children: Vec<Child>,
+    origin_count: usize,
     /// The origin's SQLite file, removed with the stack.
     database: PathBuf,
 }
@@ -86,14 +90,14 @@ pub struct Options {
     pub api_keys: Vec<(String, String, &'static str)>,
     /// `SLUICE_*` settings for the origin.
     pub origin_env: Vec<(&'static str, String)>,
+    /// How many origin processes to start (1 when 0), on one database: give
+    /// `SLUICE_DATABASE__URL` in `origin_env` for a shared Postgres.
+    pub origins: usize,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Stack {
         let secret = format!("{:032x}", rand_u128());
-        let origin_port = free_port();
-        let origin = format!("http://127.0.0.1:{origin_port}");
-        let origin_admin_port = free_port();
         let mut keys = vec![
             format!("{}:alice:free", sluice_core::api_key::hash(DEMO_KEY)),
             format!("{}:bob:premium", sluice_core::api_key::hash(OTHER_KEY)),
@@ -106,22 +110,35 @@ impl Stack {
         }
         let keys = keys.join(",");
         let database = std::env::temp_dir().join(format!("sluice-e2e-{:x}.db", rand_u128()));
-        let origin_child = Command::new(bin("sluice-origin"))
-            .env("SLUICE_EDGE__SECRET", &secret)
-            .env(
-                "SLUICE_DATABASE__URL",
-                format!("sqlite://{}?mode=rwc", database.display()),
-            )
-            .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{origin_port}"))
-            .env(
-                "SLUICE_SERVER__ADMIN_LISTEN",
-                format!("127.0.0.1:{origin_admin_port}"),
-            )
-            .envs(options.origin_env.iter().map(|(k, v)| (*k, v)))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting sluice-origin: {e}"));
-        let mut children = vec![origin_child];
+        let mut children = Vec::new();
+        let mut origins = Vec::new();
+        let mut origin_admins = Vec::new();
+        for _ in 0..options.origins.max(1) {
+            let (port, admin_port) = (free_port(), free_port());
+            let child = Command::new(bin("sluice-origin"))
+                .env("SLUICE_EDGE__SECRET", &secret)
+                .env(
+                    "SLUICE_DATABASE__URL",
+                    format!("sqlite://{}?mode=rwc", database.display()),
+                )
+                .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "SLUICE_SERVER__ADMIN_LISTEN",
+                    format!("127.0.0.1:{admin_port}"),
+                )
+                .envs(options.origin_env.iter().map(|(k, v)| (*k, v)))
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting sluice-origin: {e}"));
+            children.push(child);
+            origins.push(format!("http://127.0.0.1:{port}"));
+            origin_admins.push(format!("http://127.0.0.1:{admin_port}"));
+            // The first one migrates the database before the others open it.
+            if origins.len() == 1 {
+                wait_healthy(&format!("{}/health", origins[0])).await;
+            }
+        }
+        let origin_count = origins.len();
         let runtime_config = options.runtime_config.as_ref().map(|text| {
             let path = std::env::temp_dir().join(format!("sluice-e2e-{:x}.toml", rand_u128()));
             std::fs::write(&path, text)
@@ -130,7 +147,8 @@ impl Stack {
         });
         let mut edges = Vec::new();
         let mut edge_admins = Vec::new();
-        for _ in 0..options.edge_hosts.max(1) {
+        for i in 0..options.edge_hosts.max(1) {
+            let origin = &origins[i % origin_count];
             let edge_port = free_port();
             let admin_port = free_port();
             let mut host = Command::new(bin("sluice-host"));
@@ -139,7 +157,7 @@ impl Stack {
                 .args(["--listen", &format!("127.0.0.1:{edge_port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .env("SPIN_VARIABLE_EDGE_SECRET", &secret)
-                .env("SPIN_VARIABLE_ORIGIN_URL", &origin)
+                .env("SPIN_VARIABLE_ORIGIN_URL", origin)
                 .env("SPIN_VARIABLE_API_KEYS", &keys)
                 .stdout(Stdio::null());
             if let Some(path) = &runtime_config {
@@ -161,14 +179,18 @@ impl Stack {
         let stack = Stack {
             edge: edges[0].clone(),
             edges,
-            origin,
-            origin_admin: format!("http://127.0.0.1:{origin_admin_port}"),
+            origin: origins[0].clone(),
+            origin_admin: origin_admins[0].clone(),
+            origins,
             edge_admins,
             secret,
             children,
+            origin_count,
             database,
         };
-        wait_healthy(&format!("{}/health", stack.origin)).await;
+        for origin in &stack.origins {
+            wait_healthy(&format!("{origin}/health")).await;
+        }
         for edge in &stack.edges {
             wait_healthy(&format!("{edge}/health")).await;
         }
@@ -191,7 +213,7 @@ impl Stack {
     fn child(&mut self, which: Process) -> &mut Child {
         let index = match which {
             Process::Origin => 0,
-            Process::Edge(i) => 1 + i,
+            Process::Edge(i) => self.origin_count + i,
         };
         &mut self.children[index]
     }

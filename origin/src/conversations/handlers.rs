@@ -291,7 +291,7 @@ pub async fn post_message(
         surface: Surface::ConversationTurn,
         fingerprint: serde_json::to_vec(&*request).unwrap_or_default().into(),
         request: Arc::clone(&request),
-        subject: who.sub.clone(),
+        payer: crate::budgets::Payer::of(&who),
         priority,
         refuses_cache: false,
     };

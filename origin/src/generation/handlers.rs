@@ -1,6 +1,7 @@
 //! `/v1/chat/completions`, `/v1/embeddings`, `/v1/models` and `/v1/me`.
 //! Handlers extract, call the generation service, and render.
 
+use crate::budgets::Payer;
 use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
 use crate::http::{ApiError, BodyLimit, LimitedBody};
 use crate::priority::Priority;
@@ -27,6 +28,16 @@ where
         .route("/v1/me", get(me))
 }
 
+impl From<crate::generation::GenerateError> for ApiError {
+    fn from(error: crate::generation::GenerateError) -> ApiError {
+        use crate::generation::GenerateError;
+        match error {
+            GenerateError::Route(e) => e.into(),
+            GenerateError::Budget(e) => e.into(),
+        }
+    }
+}
+
 async fn chat_completions(
     State(generation): State<GenerationService>,
     Extension(who): Extension<Identity>,
@@ -50,7 +61,7 @@ pub async fn answer_chat(
     let generate = Generate {
         surface: Surface::ChatCompletions,
         request: Arc::clone(&request),
-        subject: who.sub.clone(),
+        payer: Payer::of(who),
         priority,
         fingerprint: body,
         refuses_cache: client_refuses_cache(headers),
@@ -86,7 +97,9 @@ async fn embeddings(
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let request = parse::parse_embeddings(&body)?;
-    let embedded = generation.embed(&who.sub, &request, priority).await?;
+    let embedded = generation
+        .embed(&Payer::of(&who), &request, priority)
+        .await?;
     Ok(render::embeddings_response(&embedded, &request))
 }
 

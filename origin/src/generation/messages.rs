@@ -6,9 +6,13 @@
 //! reused across requests (no semantic cache, no coalescing).
 
 use super::usage::record_usage;
-use super::{GenerationEvent, GenerationService, Metered, Streamed};
+use super::{
+    BudgetNote, GenerateError, GenerationEvent, GenerationService, Metered, Streamed, image_parts,
+    prompt_upper_bound,
+};
 use crate::anthropic::MessagesRequest;
 use crate::anthropic::from_chat::{self, EventsFromChunks};
+use crate::budgets::{Hold, Payer};
 use crate::openai::Usage;
 use crate::priority::Priority;
 use crate::provider::SseEvent;
@@ -27,6 +31,7 @@ pub struct MessagesAnswer {
     pub usage: Usage,
     pub estimated: bool,
     pub cost_usd: f64,
+    pub budget: BudgetNote,
 }
 
 impl Metered for SseEvent {
@@ -64,12 +69,43 @@ impl Metered for SseEvent {
 }
 
 impl GenerationService {
+    /// Reserves a Messages call's worst case (see `reserve_chat`); its output
+    /// cap is the request's `max_tokens`, which Anthropic's API requires.
+    async fn reserve_messages(
+        &self,
+        payer: &Payer,
+        request: &MessagesRequest,
+    ) -> Result<(Hold, u32), GenerateError> {
+        let settings = self.budgets.settings();
+        let output = request
+            .body
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .map_or(settings.default_output_tokens, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            });
+        let worst = || {
+            let bytes = serde_json::to_vec(&request.body).map_or(0, |b| b.len());
+            let messages = request.body.get("messages").and_then(Value::as_array);
+            let contents = messages
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.get("content"));
+            let images = image_parts(contents);
+            let prompt = prompt_upper_bound(bytes, images, settings.image_tokens);
+            self.worst_case_usd(&request.model, prompt, output)
+        };
+        let hold = self.budgets.reserve(payer.clone(), worst).await?;
+        Ok((hold, output))
+    }
+
     pub async fn messages(
         &self,
-        subject: &str,
+        payer: &Payer,
         priority: Priority,
         request: Arc<MessagesRequest>,
-    ) -> Result<MessagesAnswer, RouteError> {
+    ) -> Result<MessagesAnswer, GenerateError> {
+        let (hold, _) = self.reserve_messages(payer, &request).await?;
         let served = self.engine.messages(Arc::clone(&request), priority).await?;
         let (body, usage, estimated) = match served.value {
             MessagesReply::Native(mut body) => {
@@ -105,12 +141,13 @@ impl GenerationService {
         };
         let cost_usd = record_usage(
             &self.usage,
-            subject,
+            &hold,
             &request.model,
             &served.deployment,
             usage,
             estimated,
         );
+        let remaining = hold.settle(cost_usd).await;
         Ok(MessagesAnswer {
             body,
             deployment: served.deployment,
@@ -118,16 +155,22 @@ impl GenerationService {
             usage,
             estimated,
             cost_usd,
+            budget: BudgetNote {
+                remaining,
+                output_cap: None,
+            },
         })
     }
 
     /// A streamed Messages answer as Anthropic's events.
     pub async fn messages_stream(
         &self,
-        subject: &str,
+        payer: &Payer,
         priority: Priority,
         request: Arc<MessagesRequest>,
-    ) -> Result<Streamed<SseEvent>, RouteError> {
+    ) -> Result<Streamed<SseEvent>, GenerateError> {
+        let (hold, output) = self.reserve_messages(payer, &request).await?;
+        let cap = hold.is_open().then_some(output);
         let served = self
             .engine
             .messages_stream(Arc::clone(&request), priority)
@@ -157,7 +200,9 @@ impl GenerationService {
                         deployment,
                         attempts,
                     },
-                    subject.to_string(),
+                    hold,
+                    cap,
+                    None,
                     model,
                     prompt_estimate,
                 ))
@@ -169,7 +214,9 @@ impl GenerationService {
                         deployment,
                         attempts,
                     },
-                    subject.to_string(),
+                    hold,
+                    cap,
+                    None,
                     model.clone(),
                     prompt_estimate,
                 );
@@ -182,6 +229,9 @@ impl GenerationService {
                             .map(GenerationEvent::Chunk)
                             .collect(),
                         GenerationEvent::Failed(error) => vec![GenerationEvent::Failed(error)],
+                        GenerationEvent::BudgetReached(message) => {
+                            vec![GenerationEvent::BudgetReached(message)]
+                        }
                         GenerationEvent::Done { usage } => {
                             let mut out: Vec<_> = events
                                 .finish(usage)
@@ -198,6 +248,7 @@ impl GenerationService {
                     events: Box::pin(translated),
                     deployment: metered.deployment,
                     attempts: metered.attempts,
+                    budget: metered.budget,
                 })
             }
         }

@@ -12,9 +12,10 @@ pub mod semantic;
 pub mod stream;
 pub mod usage;
 
+use crate::budgets::{BudgetError, Budgets, Hold, Payer, Remaining};
 use crate::config::Config;
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens,
+    ChatChunk, ChatMessage, ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens,
 };
 use crate::priority::Priority;
 use crate::provider::{Embeddings, ProviderError};
@@ -91,8 +92,9 @@ impl ReusePolicy {
 pub struct Generate {
     pub surface: Surface,
     pub request: Arc<ChatRequest>,
-    /// The principal: usage is recorded and answers are reused per subject.
-    pub subject: String,
+    /// The principal: usage is recorded and budgets charged to it, and
+    /// answers are reused per subject.
+    pub payer: Payer,
     pub priority: Priority,
     /// What identifies the request for coalescing: the client's bytes, or
     /// the serialised request when Sluice built it.
@@ -107,6 +109,24 @@ pub struct Completion {
     pub source: Source,
     /// `hit`, `miss` or `bypass` when the semantic cache applies to the surface.
     pub semantic_cache: Option<&'static str>,
+    pub budget: BudgetNote,
+}
+
+/// What a budgeted call tells the client: the tightest budget's remainder,
+/// and the output cap Sluice set because the request had none.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetNote {
+    pub remaining: Option<Remaining>,
+    pub output_cap: Option<u32>,
+}
+
+/// Why a call was not made or not finished.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
 }
 
 pub enum Source {
@@ -132,6 +152,9 @@ pub enum GenerationEvent<T = ChatChunk> {
     Done {
         usage: Usage,
     },
+    /// Sluice ended the stream: it reached what its budget reservation
+    /// covers. Usage (estimated) has been recorded; nothing follows.
+    BudgetReached(String),
 }
 
 /// A streamed answer and where it goes.
@@ -139,6 +162,8 @@ pub struct Streamed<T = ChatChunk> {
     pub events: Pin<Box<dyn Stream<Item = GenerationEvent<T>> + Send>>,
     pub deployment: Arc<Deployment>,
     pub attempts: u32,
+    /// For a stream, `remaining` is as it stood before the call.
+    pub budget: BudgetNote,
 }
 
 /// Embeddings with their usage recorded.
@@ -147,6 +172,7 @@ pub struct Embedded {
     pub usage: Usage,
     pub estimated: bool,
     pub cost_usd: f64,
+    pub budget: BudgetNote,
 }
 
 #[derive(Clone)]
@@ -156,6 +182,7 @@ pub struct GenerationService {
     semantic: Option<Arc<SemanticCache>>,
     usage: UsageLog,
     reuse: ReusePolicy,
+    budgets: Budgets,
 }
 
 impl GenerationService {
@@ -164,13 +191,67 @@ impl GenerationService {
         semantic: Option<Arc<SemanticCache>>,
         usage: UsageLog,
         reuse: ReusePolicy,
+        budgets: Budgets,
     ) -> GenerationService {
         GenerationService {
             engine,
             semantic,
             usage,
             reuse,
+            budgets,
         }
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Reserves a chat call's worst case: its prompt at most one token per
+    /// byte of the request (plus `image_tokens` per image), its output at
+    /// most its cap, both at the dearest price among the model's
+    /// deployments. Under a budget, a request without a cap gets the default
+    /// one set (returned), so the worst case holds.
+    async fn reserve_chat(
+        &self,
+        payer: &Payer,
+        request: &Arc<ChatRequest>,
+        request_bytes: usize,
+    ) -> Result<(Hold, Arc<ChatRequest>, Option<u32>), GenerateError> {
+        let settings = self.budgets.settings();
+        let output = request
+            .max_output_tokens()
+            .unwrap_or(settings.default_output_tokens);
+        let worst = || {
+            let images = image_parts(request.messages.iter().filter_map(ChatMessage::content));
+            let prompt = prompt_upper_bound(request_bytes, images, settings.image_tokens);
+            self.worst_case_usd(&request.model, prompt, output)
+        };
+        let hold = self.budgets.reserve(payer.clone(), worst).await?;
+        if hold.is_open() && request.max_output_tokens().is_none() {
+            let mut capped = (**request).clone();
+            capped.set("max_tokens", output.into());
+            return Ok((hold, Arc::new(capped), Some(output)));
+        }
+        Ok((hold, Arc::clone(request), None))
+    }
+
+    /// The dearest the model's deployments charge for `prompt` and `output` tokens.
+    fn worst_case_usd(&self, model: &str, prompt: u32, output: u32) -> f64 {
+        self.engine
+            .deployments(model)
+            .iter()
+            .map(|d| {
+                let p = &d.pricing;
+                let input = p
+                    .input_per_million
+                    .max(p.cached_input_per_million.unwrap_or(0.0))
+                    .max(p.cache_write_per_million.unwrap_or(0.0));
+                let out = p
+                    .output_per_million
+                    .max(p.reasoning_per_million.unwrap_or(0.0));
+                (f64::from(prompt) * input + f64::from(output) * out) / 1e6
+            })
+            .fold(0.0, f64::max)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -186,7 +267,7 @@ impl GenerationService {
     }
 
     /// A non-streamed answer (the request's `stream` is not looked at).
-    pub async fn complete(&self, generate: Generate) -> Result<Completion, RouteError> {
+    pub async fn complete(&self, generate: Generate) -> Result<Completion, GenerateError> {
         let reuse = self.reuse.of(generate.surface);
         let request = &generate.request;
         let mut semantic_cache = None;
@@ -195,7 +276,7 @@ impl GenerationService {
             semantic_cache = Some("bypass");
             if SemanticCache::eligible(request) && !generate.refuses_cache {
                 match cache
-                    .lookup(&generate.subject, request, generate.priority)
+                    .lookup(&generate.payer.subject, request, generate.priority)
                     .await
                 {
                     Some(Lookup::Hit { body, similarity }) => {
@@ -206,6 +287,7 @@ impl GenerationService {
                             body,
                             source: Source::SemanticCache { similarity },
                             semantic_cache: Some("hit"),
+                            budget: BudgetNote::default(),
                         });
                     }
                     Some(Lookup::Miss(miss)) => {
@@ -219,34 +301,43 @@ impl GenerationService {
         // Same caller, same bytes: one upstream call for all of them.
         let coalesce_key = reuse.coalesce.then(|| {
             let mut hash = Sha256::new();
-            hash.update(generate.subject.as_bytes());
+            hash.update(generate.payer.subject.as_bytes());
             hash.update([0]);
             hash.update(&generate.fingerprint);
             hash.finalize().into()
         });
+        let (hold, upstream_request, output_cap) = self
+            .reserve_chat(&generate.payer, request, generate.fingerprint.len())
+            .await?;
         let (served, coalesced) = self
             .engine
-            .complete(Arc::clone(request), generate.priority, coalesce_key)
+            .complete(upstream_request, generate.priority, coalesce_key)
             .await?;
         // The one field of the answer Sluice rewrites: the client's model name.
         let mut body = served.value.response.clone();
         body.set("model", request.model.clone().into());
-        // A coalesced follower did not cause a call: only the leader records it
-        // (and has stored the answer in the semantic cache).
-        let cost_usd = if coalesced {
-            served.deployment.pricing.cost_usd(served.value.usage)
+        // A coalesced follower did not cause a call: only the leader records
+        // and pays for it (and has stored the answer in the semantic cache).
+        let (cost_usd, remaining) = if coalesced {
+            let remaining = hold.remaining_before();
+            drop(hold);
+            (
+                served.deployment.pricing.cost_usd(served.value.usage),
+                remaining,
+            )
         } else {
             if let (Some(cache), Some(pending)) = (&self.semantic, pending) {
                 cache.store(pending, &body);
             }
-            record_usage(
+            let cost = record_usage(
                 &self.usage,
-                &generate.subject,
+                &hold,
                 &request.model,
                 &served.deployment,
                 served.value.usage,
                 served.value.usage_estimated,
-            )
+            );
+            (cost, hold.settle(cost).await)
         };
         Ok(Completion {
             body,
@@ -256,21 +347,34 @@ impl GenerationService {
                 coalesced,
             },
             semantic_cache,
+            budget: BudgetNote {
+                remaining,
+                output_cap,
+            },
         })
     }
 
     /// A streamed answer. Retries and fallback happen only until the
     /// upstream's first event; usage is recorded when the stream ends
     /// normally (estimated when the upstream sent none).
-    pub async fn stream(&self, generate: Generate) -> Result<Streamed, RouteError> {
+    pub async fn stream(&self, generate: Generate) -> Result<Streamed, GenerateError> {
         let request = generate.request;
+        let (hold, upstream_request, output_cap) = self
+            .reserve_chat(&generate.payer, &request, generate.fingerprint.len())
+            .await?;
         let served = self
             .engine
-            .stream(Arc::clone(&request), generate.priority)
+            .stream(upstream_request, generate.priority)
             .await?;
+        let cap = request
+            .max_output_tokens()
+            .or(output_cap)
+            .filter(|_| hold.is_open());
         Ok(self.metered(
             served,
-            generate.subject,
+            hold,
+            cap,
+            output_cap,
             request.model.clone(),
             request.estimated_prompt_tokens(),
         ))
@@ -278,20 +382,30 @@ impl GenerationService {
 
     /// A stream whose usage is recorded when it ends (estimated when the
     /// upstream reported none).
+    /// `cap`: the output tokens the budget reservation covers, past which
+    /// the stream is ended (`None` when no budget applies).
     fn metered<T: Metered>(
         &self,
         served: Served<BoxStream<'static, Result<T, ProviderError>>>,
-        subject: String,
+        hold: Hold,
+        cap: Option<u32>,
+        output_cap: Option<u32>,
         model: String,
         prompt_estimate: u32,
     ) -> Streamed<T> {
+        let budget = BudgetNote {
+            remaining: hold.remaining_before(),
+            output_cap,
+        };
         let meter = Meter {
             events: Some(served.value),
             deployment: Arc::clone(&served.deployment),
-            subject,
+            hold: Some(hold),
+            cap,
             model,
             prompt_estimate,
             completion_estimate: 0,
+            content_chunks: 0,
             usage: None,
             log: self.usage.clone(),
         };
@@ -299,16 +413,22 @@ impl GenerationService {
             events: Box::pin(futures::stream::unfold(meter, Meter::next)),
             deployment: served.deployment,
             attempts: served.attempts,
+            budget,
         }
     }
 
     pub async fn embed(
         &self,
-        subject: &str,
+        payer: &Payer,
         request: &EmbeddingsRequest,
         priority: Priority,
-    ) -> Result<Embedded, RouteError> {
+    ) -> Result<Embedded, GenerateError> {
         let inputs = Arc::new(request.input.clone().into_vec());
+        let worst = || {
+            let bytes: usize = inputs.iter().map(String::len).sum();
+            self.worst_case_usd(&request.model, prompt_upper_bound(bytes, 0, 0), 0)
+        };
+        let hold = self.budgets.reserve(payer.clone(), worst).await?;
         let served = self
             .engine
             .embed(&request.model, Arc::clone(&inputs), priority)
@@ -321,17 +441,22 @@ impl GenerationService {
         let estimated = served.value.prompt_tokens.is_none();
         let cost_usd = record_usage(
             &self.usage,
-            subject,
+            &hold,
             &request.model,
             &served.deployment,
             usage,
             estimated,
         );
+        let remaining = hold.settle(cost_usd).await;
         Ok(Embedded {
             served,
             usage,
             estimated,
             cost_usd,
+            budget: BudgetNote {
+                remaining,
+                output_cap: None,
+            },
         })
     }
 }
@@ -360,10 +485,15 @@ impl Metered for ChatChunk {
 struct Meter<T> {
     events: Option<BoxStream<'static, Result<T, ProviderError>>>,
     deployment: Arc<Deployment>,
-    subject: String,
+    /// Taken when the stream ends, however it ends.
+    hold: Option<Hold>,
+    /// Output tokens the reservation covers (see [`GenerationService::metered`]).
+    cap: Option<u32>,
     model: String,
     prompt_estimate: u32,
     completion_estimate: u32,
+    /// Chunks that carried generated text.
+    content_chunks: u32,
     usage: Option<Usage>,
     log: UsageLog,
 }
@@ -373,7 +503,9 @@ impl<T: Metered> Meter<T> {
         let events = self.events.as_mut()?;
         let event = match events.next().await {
             Some(Ok(item)) => {
-                self.completion_estimate += item.estimated_tokens();
+                let tokens = item.estimated_tokens();
+                self.completion_estimate += tokens;
+                self.content_chunks += u32::from(tokens > 0);
                 item.note_usage(&mut self.usage);
                 GenerationEvent::Chunk(item)
             }
@@ -381,38 +513,103 @@ impl<T: Metered> Meter<T> {
                 tracing::warn!(event = "stream_failed", deployment = %self.deployment.name,
                     error = %error, "upstream failed mid-stream");
                 self.events = None;
+                // What was generated before the failure is paid for.
+                self.finish(true).await;
                 GenerationEvent::Failed(error)
             }
             None => {
                 self.events = None;
-                let (usage, estimated) = match self.usage {
-                    Some(usage) => (usage, false),
-                    None => (
-                        Usage::new(self.prompt_estimate, self.completion_estimate),
-                        true,
-                    ),
-                };
-                record_usage(
-                    &self.log,
-                    &self.subject,
-                    &self.model,
-                    &self.deployment,
-                    usage,
-                    estimated,
-                );
+                let usage = self.finish(false).await;
                 GenerationEvent::Done { usage }
             }
         };
+        if let (GenerationEvent::Chunk(_), Some(cap)) = (&event, self.cap)
+            && self.content_chunks > cap
+            && self.events.is_some()
+        {
+            // Each content chunk holds at least one token: past `cap` of
+            // them, the upstream ignores the cap it was given. End the call
+            // before it costs more than was reserved (by one chunk at most).
+            self.events = None;
+            self.finish(true).await;
+            tracing::warn!(event = "stream_budget_reached", deployment = %self.deployment.name,
+                cap, "stream ended at its budget reservation");
+            metrics::counter!("sluice_budget_streams_cut_total").increment(1);
+            let message = format!(
+                "The stream was ended past {cap} output tokens, all that its budget \
+                 reservation covers: the model did not stop at `max_tokens`."
+            );
+            return Some((GenerationEvent::BudgetReached(message), self));
+        }
         Some((event, self))
+    }
+
+    /// The usage so far: reported, or estimated (always estimated when the
+    /// stream did not end normally); recorded and settled.
+    fn usage_so_far(&self, ended_early: bool) -> (Usage, bool) {
+        match self.usage {
+            Some(usage) if !ended_early => (usage, false),
+            _ => (
+                Usage::new(self.prompt_estimate, self.completion_estimate),
+                true,
+            ),
+        }
+    }
+
+    async fn finish(&mut self, ended_early: bool) -> Usage {
+        let (usage, estimated) = self.usage_so_far(ended_early);
+        let Some(hold) = self.hold.take() else {
+            return usage;
+        };
+        let cost = record_usage(
+            &self.log,
+            &hold,
+            &self.model,
+            &self.deployment,
+            usage,
+            estimated,
+        );
+        hold.settle(cost).await;
+        usage
     }
 }
 
 impl<T> Drop for Meter<T> {
     fn drop(&mut self) {
-        if self.events.is_some() {
-            tracing::info!(event = "stream_cancelled", deployment = %self.deployment.name,
-                subject = %self.subject, "client went away; upstream call dropped");
-            metrics::counter!("sluice_streams_cancelled_total").increment(1);
+        if self.events.is_none() {
+            return;
+        }
+        let Some(hold) = self.hold.take() else { return };
+        tracing::info!(event = "stream_cancelled", deployment = %self.deployment.name,
+            subject = %hold.payer.subject, "client went away; upstream call dropped");
+        metrics::counter!("sluice_streams_cancelled_total").increment(1);
+        // What was generated until the client left is paid for.
+        let usage = Usage::new(self.prompt_estimate, self.completion_estimate);
+        let cost = record_usage(&self.log, &hold, &self.model, &self.deployment, usage, true);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(hold.settle(cost));
         }
     }
+}
+
+/// At most one token per byte of the request, plus `image_tokens` per image.
+fn prompt_upper_bound(request_bytes: usize, images: u32, image_tokens: u32) -> u32 {
+    u32::try_from(request_bytes)
+        .unwrap_or(u32::MAX)
+        .saturating_add(images.saturating_mul(image_tokens))
+}
+
+/// Image and document parts in messages' contents (OpenAI's and
+/// Anthropic's names), whose token count the request's bytes do not bound.
+fn image_parts<'a>(contents: impl Iterator<Item = &'a serde_json::Value>) -> u32 {
+    contents
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .filter(|part| {
+            matches!(
+                part.get("type").and_then(serde_json::Value::as_str),
+                Some("image_url" | "input_image" | "image" | "document" | "file" | "input_file")
+            )
+        })
+        .count() as u32
 }

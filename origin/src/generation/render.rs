@@ -1,7 +1,7 @@
 //! Non-streamed answers in OpenAI's JSON shapes, with Sluice's `x-sluice-*`
 //! headers saying where the answer came from and what it used.
 
-use crate::generation::{Completion, Embedded, Source};
+use crate::generation::{BudgetNote, Completion, Embedded, Source};
 use crate::openai::{EmbeddingsRequest, EncodingFormat, Usage};
 use crate::routing::Deployment;
 use axum::http::{HeaderMap, HeaderValue};
@@ -45,6 +45,25 @@ pub fn completion_headers(headers: &mut HeaderMap, completion: &Completion) {
     }
     if let Some(label) = completion.semantic_cache {
         headers.insert("x-sluice-semantic-cache", HeaderValue::from_static(label));
+    }
+    budget_headers(headers, &completion.budget);
+}
+
+/// What a budgeted call's tightest budget has left (`scope:id` and USD),
+/// and the output cap Sluice set on a request that had none.
+pub fn budget_headers(headers: &mut HeaderMap, note: &BudgetNote) {
+    if let Some(remaining) = &note.remaining {
+        let usd = crate::budgets::usd(remaining.remaining_microdollars);
+        if let Ok(value) = HeaderValue::from_str(&format!("{usd:.6}")) {
+            headers.insert("x-sluice-budget-remaining-usd", value);
+        }
+        let scope = format!("{}:{}", remaining.scope.as_str(), remaining.id);
+        if let Ok(value) = HeaderValue::from_str(&scope) {
+            headers.insert("x-sluice-budget-scope", value);
+        }
+    }
+    if let Some(cap) = note.output_cap {
+        headers.insert("x-sluice-output-cap", HeaderValue::from(cap));
     }
 }
 
@@ -112,5 +131,6 @@ pub fn embeddings_response(embedded: &Embedded, request: &EmbeddingsRequest) -> 
         embedded.estimated,
         embedded.cost_usd,
     );
+    budget_headers(headers, &embedded.budget);
     response
 }

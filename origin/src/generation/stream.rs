@@ -7,7 +7,7 @@
 //! A failure after the start ends the stream with an error event (OpenAI's
 //! SDKs raise it); it is never retried.
 
-use crate::generation::render::route_headers;
+use crate::generation::render::{budget_headers, route_headers};
 use crate::generation::{GenerationEvent, Streamed};
 use crate::openai::ChatChunk;
 use axum::body::{Body, Bytes};
@@ -83,6 +83,15 @@ impl Relaying {
                         None,
                     ))
                 }
+                Some(GenerationEvent::BudgetReached(message)) => {
+                    self.streamed = None;
+                    sse_data(&sluice_core::errors::openai_error(
+                        &message,
+                        "insufficient_quota",
+                        Some("budget_reservation_reached"),
+                        None,
+                    ))
+                }
                 Some(GenerationEvent::Done { .. }) => {
                     self.streamed = None;
                     if let (Some(on_end), Some(text)) = (self.relay.on_end.take(), self.text.take())
@@ -101,13 +110,16 @@ impl Relaying {
 /// The SSE response for `streamed`.
 pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
+    let budget = streamed.budget.clone();
     let relaying = Relaying {
         text: relay.on_end.as_ref().map(|_| String::new()),
         relay,
         streamed: Some(streamed),
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    event_stream_response(body, &deployment, attempts)
+    let mut response = event_stream_response(body, &deployment, attempts);
+    budget_headers(response.headers_mut(), &budget);
+    response
 }
 
 /// A server-sent-event response of `body`, unbuffered, with the route's

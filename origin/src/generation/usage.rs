@@ -3,6 +3,7 @@
 //! them in batches. A full channel drops the record and counts it rather than
 //! slowing generation down.
 
+use crate::budgets::Hold;
 use crate::clock::now_ms;
 use crate::db::Db;
 use crate::openai::Usage;
@@ -18,6 +19,8 @@ const BATCH: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRecord {
     pub subject: String,
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
     pub model: String,
     pub deployment: String,
     pub prompt_tokens: u32,
@@ -116,8 +119,8 @@ async fn write(db: &Db, batch: &[UsageRecord]) -> Result<(), sqlx::Error> {
     for record in batch {
         sqlx::query(
             "INSERT INTO usage_records (id, subject, model, deployment, prompt_tokens, \
-             completion_tokens, estimated, cost_microdollars, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             completion_tokens, estimated, cost_microdollars, created_at_ms, key_id, team_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(uuid::Uuid::new_v4().simple().to_string())
         .bind(&record.subject)
@@ -126,8 +129,10 @@ async fn write(db: &Db, batch: &[UsageRecord]) -> Result<(), sqlx::Error> {
         .bind(i64::from(record.prompt_tokens))
         .bind(i64::from(record.completion_tokens))
         .bind(record.estimated)
-        .bind((record.cost_usd * 1e6).round() as i64)
+        .bind(crate::budgets::microdollars(record.cost_usd))
         .bind(now)
+        .bind(record.key_id.as_deref())
+        .bind(record.team_id.as_deref())
         .execute(&mut *tx)
         .await?;
     }
@@ -135,16 +140,17 @@ async fn write(db: &Db, batch: &[UsageRecord]) -> Result<(), sqlx::Error> {
 }
 
 /// Usage and cost of one call: logged as an event, counted in metrics and
-/// kept as a usage record.
+/// kept as a usage record of whom `hold` charges.
 pub fn record_usage(
     log: &UsageLog,
-    subject: &str,
+    hold: &Hold,
     model: &str,
     deployment: &Deployment,
     usage: Usage,
     estimated: bool,
 ) -> f64 {
     let cost = deployment.pricing.cost_usd(usage);
+    let subject = hold.payer.subject.as_str();
     tracing::info!(event = "usage", subject, model, deployment = %deployment.name,
         provider = deployment.provider.kind(), prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens, estimated, cost_usd = cost, "usage");
@@ -157,6 +163,8 @@ pub fn record_usage(
         .increment((cost * 1e6).round() as u64);
     log.record(UsageRecord {
         subject: subject.to_string(),
+        key_id: hold.payer.key_id.clone(),
+        team_id: hold.team.clone(),
         model: model.to_string(),
         deployment: deployment.name.clone(),
         prompt_tokens: usage.prompt_tokens,

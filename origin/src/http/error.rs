@@ -25,6 +25,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Request did not come through the Sluice edge: {0}")]
     EdgeSignature(String),
+    /// A spend budget refused the call: `budget` describes it (in the body's `error.budget`).
+    #[error("{message}")]
+    InsufficientQuota {
+        message: String,
+        budget: Box<serde_json::Value>,
+        retry_after_secs: Option<u64>,
+    },
     #[error("Every upstream for this model is at its rate limit; try again later.")]
     UpstreamRateLimited { retry_in: Option<Duration> },
     #[error("The model provider failed: {0}")]
@@ -57,7 +64,9 @@ impl ApiError {
             | ApiError::PreviousResponseNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EdgeSignature(_) => StatusCode::UNAUTHORIZED,
-            ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpstreamRateLimited { .. } | ApiError::InsufficientQuota { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,6 +89,10 @@ impl ApiError {
             }
             ApiError::UpstreamRateLimited { .. } => {
                 ("rate_limit_error", Some("rate_limit_exceeded"))
+            }
+            // OpenAI's own out-of-credit refusal: its SDKs raise RateLimitError.
+            ApiError::InsufficientQuota { .. } => {
+                ("insufficient_quota", Some("insufficient_quota"))
             }
             ApiError::UpstreamFailed(_) => ("server_error", Some("provider_error")),
             ApiError::UpstreamTimeout(_) => ("server_error", Some("provider_timeout")),
@@ -117,6 +130,24 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            return response;
+        }
+        if let ApiError::InsufficientQuota {
+            message,
+            budget,
+            retry_after_secs,
+        } = self
+        {
+            let mut body = openai_error(&message, kind, code, None);
+            body["error"]["budget"] = *budget;
+            body["detail"] = message.into();
+            body["status_code"] = 429.into();
+            let mut response = (status, Json(body)).into_response();
+            if let Some(seconds) = retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
             return response;
         }
         let body = openai_error(&self.to_string(), kind, code, param);

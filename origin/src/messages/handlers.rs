@@ -2,7 +2,8 @@
 //! and render its answer or events as Anthropic's.
 
 use crate::anthropic::{MessagesRequest, to_chat::to_chat};
-use crate::generation::render::{route_headers, usage_headers};
+use crate::budgets::Payer;
+use crate::generation::render::{budget_headers, route_headers, usage_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{GenerationEvent, GenerationService, Streamed};
 use crate::http::error::AnthropicError;
@@ -99,15 +100,18 @@ async fn create(
     let request = Arc::new(parse(&body, &headers, true)?);
     if request.is_stream() {
         let streamed = generation
-            .messages_stream(&who.sub, priority, request)
+            .messages_stream(&Payer::of(&who), priority, request)
             .await?;
         return Ok(sse_response(streamed));
     }
-    let answer = generation.messages(&who.sub, priority, request).await?;
+    let answer = generation
+        .messages(&Payer::of(&who), priority, request)
+        .await?;
     let mut response = Json(&answer.body).into_response();
     let headers = response.headers_mut();
     route_headers(headers, &answer.deployment, answer.attempts);
     usage_headers(headers, answer.usage, answer.estimated, answer.cost_usd);
+    budget_headers(headers, &answer.budget);
     Ok(response)
 }
 
@@ -133,6 +137,7 @@ fn sse_event(event: &SseEvent) -> Bytes {
 /// an `error` event, as Anthropic sends one.
 fn sse_response(streamed: Streamed<SseEvent>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
+    let budget = streamed.budget.clone();
     let body = streamed.events.filter_map(|event| async move {
         match event {
             GenerationEvent::Chunk(event) => Some(sse_event(&event)),
@@ -143,8 +148,14 @@ fn sse_response(streamed: Streamed<SseEvent>) -> Response {
                     &format!("The model provider failed mid-stream: {error}"),
                 ),
             })),
+            GenerationEvent::BudgetReached(message) => Some(sse_event(&SseEvent {
+                event: "error".into(),
+                data: sluice_core::errors::anthropic_error(429, &message),
+            })),
             GenerationEvent::Done { .. } => None,
         }
     });
-    event_stream_response(body, &deployment, attempts)
+    let mut response = event_stream_response(body, &deployment, attempts);
+    budget_headers(response.headers_mut(), &budget);
+    response
 }

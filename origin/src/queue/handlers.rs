@@ -99,6 +99,7 @@ async fn submit(
     let (job, created) = jobs
         .submit(NewJob {
             subject: &who.sub,
+            key_id: who.kid.as_deref(),
             priority,
             idempotency_key,
             request: &stored,

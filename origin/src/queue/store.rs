@@ -81,6 +81,8 @@ pub struct Claimed {
     pub id: String,
     pub lease: String,
     pub subject: String,
+    /// The key it was submitted with: its budget is charged.
+    pub key_id: Option<String>,
     pub priority: Priority,
     pub request: String,
     pub attempts: i64,
@@ -91,6 +93,7 @@ pub struct Claimed {
 
 pub struct NewJob<'a> {
     pub subject: &'a str,
+    pub key_id: Option<&'a str>,
     pub priority: Priority,
     pub idempotency_key: Option<&'a str>,
     /// The validated chat completion request, as JSON.
@@ -206,8 +209,8 @@ impl JobQueue {
             .write(
                 sqlx::query(
                     "INSERT INTO jobs (id, subject, idempotency_key, priority, status, request, \
-             max_attempts, visible_at_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $7) \
+             max_attempts, visible_at_ms, created_at_ms, updated_at_ms, key_id) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $7, $8) \
              ON CONFLICT (subject, idempotency_key) DO NOTHING",
                 )
                 .bind(&id)
@@ -217,6 +220,7 @@ impl JobQueue {
                 .bind(new.request)
                 .bind(i64::from(self.settings.max_attempts))
                 .bind(now)
+                .bind(new.key_id)
                 .execute(&self.db),
             )
             .await?
@@ -339,6 +343,7 @@ impl JobQueue {
             id: row.try_get("id")?,
             lease,
             subject: row.try_get("subject")?,
+            key_id: row.try_get("key_id")?,
             priority: Priority::from_rank(row.try_get("priority")?),
             request: row.try_get("request")?,
             attempts: row.try_get("attempts")?,
@@ -374,7 +379,7 @@ impl JobQueue {
              WHERE id = (SELECT id FROM jobs WHERE status = $4 AND visible_at_ms <= $3 \
                ORDER BY priority, visible_at_ms LIMIT 1{skip_locked}) \
              AND status = $4 AND visible_at_ms <= $3 \
-             RETURNING id, subject, priority, request, attempts, max_attempts"
+             RETURNING id, subject, key_id, priority, request, attempts, max_attempts"
         );
         let now = now_ms();
         let lease = uuid::Uuid::new_v4().simple().to_string();
@@ -404,7 +409,7 @@ impl JobQueue {
                     "UPDATE jobs SET status = 'processing', attempts = attempts + 1, lease = $1, \
              visible_at_ms = $2, updated_at_ms = $3 \
              WHERE id = $4 AND status IN ('queued', 'processing') AND visible_at_ms <= $3 \
-             RETURNING id, subject, priority, request, attempts, max_attempts",
+             RETURNING id, subject, key_id, priority, request, attempts, max_attempts",
                 )
                 .bind(&lease)
                 .bind(now.saturating_add(duration_ms(self.settings.visibility_timeout)))

@@ -3,6 +3,8 @@
 //! so another worker picks them up at once instead of after the visibility
 //! timeout.
 
+use crate::budgets::{BudgetError, Payer};
+use crate::generation::GenerateError;
 use crate::generation::{Generate, GenerationService, Surface};
 use crate::openai::ChatRequest;
 use crate::queue::store::{Claimed, FailOutcome, JobQueue};
@@ -89,7 +91,10 @@ impl Runner {
         let generate = Generate {
             surface: Surface::Job,
             request: Arc::new(request),
-            subject: job.subject.clone(),
+            payer: Payer {
+                subject: job.subject.clone(),
+                key_id: job.key_id.clone(),
+            },
             priority: job.priority,
             fingerprint: job.request.clone().into(),
             refuses_cache: false,
@@ -99,7 +104,13 @@ impl Runner {
             .complete(generate)
             .await
             .map_err(|e| RunError {
-                retryable: !matches!(e, RouteError::UnknownModel(_) | RouteError::Rejected(_)),
+                // Out of budget is not retried: the budget resets on its
+                // period, not within a backoff; the job can be redriven.
+                retryable: !matches!(
+                    e,
+                    GenerateError::Route(RouteError::UnknownModel(_) | RouteError::Rejected(_))
+                        | GenerateError::Budget(BudgetError::Exceeded(_))
+                ),
                 message: e.to_string(),
             })?;
         serde_json::to_value(completion.body).map_err(|e| RunError {

@@ -7,7 +7,8 @@ use super::events::ResponseEvents;
 use super::request::ResponsesRequest;
 use super::response::{answer_extras, finished, output_items, response_id, skeleton};
 use super::store::{ResponseStore, StoreError};
-use crate::generation::render::completion_headers;
+use crate::budgets::Payer;
+use crate::generation::render::{budget_headers, completion_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{Generate, GenerationEvent, GenerationService, Source, Streamed, Surface};
 use crate::http::{ApiError, BodyLimit, LimitedBody};
@@ -84,7 +85,7 @@ async fn create(
     let generate = Generate {
         surface: Surface::Responses,
         request: Arc::new(chat),
-        subject: who.sub.clone(),
+        payer: Payer::of(&who),
         priority,
         fingerprint: body,
         refuses_cache: true,
@@ -165,6 +166,10 @@ impl Relaying {
                     self.events
                         .failed(&format!("The model provider failed mid-stream: {error}"))
                 }
+                Some(GenerationEvent::BudgetReached(message)) => {
+                    self.streamed = None;
+                    self.events.failed(&message)
+                }
                 Some(GenerationEvent::Done { usage }) => {
                     self.streamed = None;
                     let (events, response) = self.events.finish(usage);
@@ -190,6 +195,7 @@ impl Relaying {
 
 fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Keep>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
+    let budget = streamed.budget.clone();
     let relaying = Relaying {
         pending: events.start().into(),
         events,
@@ -197,7 +203,9 @@ fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Kee
         keep,
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    event_stream_response(body, &deployment, attempts)
+    let mut response = event_stream_response(body, &deployment, attempts);
+    budget_headers(response.headers_mut(), &budget);
+    response
 }
 
 async fn retrieve(

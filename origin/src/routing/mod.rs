@@ -176,6 +176,11 @@ impl Engine {
         self.models.contains_key(name)
     }
 
+    /// The deployments that may serve `name` (none for an unknown model).
+    pub fn deployments(&self, name: &str) -> &[Arc<Deployment>] {
+        self.models.get(name).map_or(&[], Vec::as_slice)
+    }
+
     pub fn health(&self) -> Vec<DeploymentHealth> {
         let mut out: Vec<DeploymentHealth> = self
             .models
