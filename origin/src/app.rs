@@ -72,7 +72,11 @@ impl AppState {
             );
         }
         let usage = UsageLog::start(db.clone());
-        let budgets = Budgets::new(db.clone(), BudgetSettings::from_config(&config.budgets));
+        let budgets = Budgets::new(
+            db.clone(),
+            crate::db::is_postgres(&config.database.url),
+            BudgetSettings::from_config(&config.budgets),
+        );
         let generation = GenerationService::new(
             Arc::clone(&engine),
             SemanticCache::new(Arc::clone(&engine), &config.cache.semantic).map(Arc::new),

@@ -367,7 +367,8 @@ async fn budget_store(config: &Config) -> Result<BudgetStore> {
     let db = sluice_origin::db::connect(&config.database)
         .await
         .context("opening the database")?;
-    Ok(BudgetStore::new(db))
+    let postgres = sluice_origin::db::is_postgres(&config.database.url);
+    Ok(BudgetStore::new(db, postgres))
 }
 
 async fn teams(config: &Config, command: TeamsCommand) -> Result<()> {

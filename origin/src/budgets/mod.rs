@@ -165,8 +165,8 @@ pub struct Budgets {
 }
 
 impl Budgets {
-    pub fn new(db: Db, settings: BudgetSettings) -> Budgets {
-        Budgets::with_store(Some(BudgetStore::new(db)), settings)
+    pub fn new(db: Db, postgres: bool, settings: BudgetSettings) -> Budgets {
+        Budgets::with_store(Some(BudgetStore::new(db, postgres)), settings)
     }
 
     /// Budgets that never apply (the stand-alone simulator).
