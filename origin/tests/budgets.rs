@@ -537,3 +537,54 @@ async fn thresholds_notify_once_and_streams_end_at_their_reservation() {
     assert_eq!(sent["max_tokens"], 4096);
     db.drop_database().await;
 }
+
+/// A day budget spent out on one day has its whole limit again the next
+/// (a new window starts at zero); a total budget does not.
+#[tokio::test]
+async fn budgets_reset_at_their_period_boundary() {
+    use sluice_origin::budgets::period::Period;
+    use sluice_origin::budgets::store::{Budget, BudgetStore, Scope};
+    let db = TestDb::sqlite();
+    let pool = sluice_origin::db::connect(&db.config("").database)
+        .await
+        .unwrap();
+    let store = BudgetStore::new(pool, false);
+    let budget = |period| Budget {
+        scope: Scope::User,
+        scope_id: format!("{period:?}"),
+        period,
+        limit_microdollars: 1_000,
+    };
+    // 2026-12-02T23:59:59.999Z, then one millisecond later.
+    let before_midnight = 1_796_255_999_999;
+    for period in [Period::Day, Period::Total] {
+        let budgets = [budget(period)];
+        store.set_budget(&budgets[0]).await.unwrap();
+        let held = store
+            .reserve("spend", &budgets, 1_000, before_midnight, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held[0].remaining_microdollars(), 0);
+        let window = sluice_origin::budgets::store::HeldWindow {
+            scope: Scope::User,
+            id: budgets[0].scope_id.clone(),
+            start: held[0].window.start_ms,
+        };
+        store
+            .settle("spend", &[window], 1_000, 1_000)
+            .await
+            .unwrap();
+        let id = format!("next-{period:?}");
+        let same_day = store
+            .reserve(&id, &budgets, 1, before_midnight, 60_000)
+            .await
+            .unwrap();
+        assert!(same_day.is_err(), "{period:?}: spent out");
+        let next_day = store
+            .reserve(&id, &budgets, 1_000, before_midnight + 1, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(next_day.is_ok(), period == Period::Day, "{period:?}");
+    }
+}
