@@ -306,6 +306,30 @@ impl Drop for RedisServer {
     }
 }
 
+/// Debian's Chromium, headless, loading `url` with its scripts run (5 s of
+/// virtual time) in the profile directory `profile`, plus `extra` flags
+/// (`--dump-dom`, `--screenshot=...`).
+pub fn headless_chromium(url: &str, profile: &Path, extra: &[String]) -> std::process::Output {
+    Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--window-size=1280,1500",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("running /usr/bin/chromium (scripts/setup installs it): {e}"))
+}
+
 /// A random id, for names that must not collide across runs (shared Redis).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}", rand_u128())

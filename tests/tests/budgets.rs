@@ -209,6 +209,50 @@ async fn a_team_budget_holds_across_two_edges_and_two_origins() {
         json!(recorded as f64 / 1e6)
     );
     println!("admitted {admitted} of 200, spent {recorded} of 1000000 microdollars");
+
+    // The spend view on the origin's admin listener, rendered by headless
+    // Chromium, shows the same: the budget, the team on top, the model's line.
+    let (status, view) = send(
+        "GET",
+        &format!("{}/spend.json", stack.origin_admin),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["top"]["team"][0]["group"], team.as_str());
+    assert_eq!(
+        view["top"]["team"][0]["cost_usd"],
+        json!(recorded as f64 / 1e6)
+    );
+    let profile = std::env::temp_dir().join(unique("chromium-spend"));
+    let url = format!("{}/spend", stack.origin_admin);
+    let dump = tokio::task::spawn_blocking({
+        let profile = profile.clone();
+        move || sluice_e2e::headless_chromium(&url, &profile, &["--dump-dom".to_string()])
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(dump.status.success(), "{dump:?}");
+    let dom = String::from_utf8(dump.stdout).unwrap();
+    assert!(
+        dom.contains("data-rendered=\""),
+        "the script never rendered: {dom}"
+    );
+    let budget_row = dom
+        .find(&format!("data-budget=\"team:{team}\""))
+        .map(|at| &dom[at..at + dom[at..].find("</tr>").unwrap()])
+        .unwrap_or_else(|| panic!("no row for the team's budget: {dom}"));
+    assert!(budget_row.contains("$1.0000"), "{budget_row}");
+    assert!(
+        budget_row.contains(&format!("${:.4}", recorded as f64 / 1e6)),
+        "{budget_row}"
+    );
+    assert!(
+        dom.contains("data-model=\"priced\""),
+        "no line for the model: {dom}"
+    );
     drop(stack);
     drop_postgres(&database).await;
     let _ = std::fs::remove_file(config);

@@ -317,26 +317,7 @@ async fn status_page_renders_live_numbers_in_headless_chromium() {
         let profile = profile.clone();
         let screenshot = screenshot.clone();
         move || {
-            let run = |extra: &[String]| {
-                Command::new("/usr/bin/chromium")
-                    .args([
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--disable-quic",
-                        "--no-first-run",
-                        "--disable-background-networking",
-                        "--disable-component-update",
-                        "--disable-sync",
-                        "--virtual-time-budget=5000",
-                        "--window-size=1280,1500",
-                    ])
-                    .arg(format!("--user-data-dir={}", profile.display()))
-                    .args(extra)
-                    .arg(&url)
-                    .output()
-                    .expect("running chromium")
-            };
+            let run = |extra: &[String]| sluice_e2e::headless_chromium(&url, &profile, extra);
             let screenshot_run = run(&[format!("--screenshot={}", screenshot.display())]);
             assert!(screenshot_run.status.success(), "{screenshot_run:?}");
             let dump = run(&["--dump-dom".to_string()]);

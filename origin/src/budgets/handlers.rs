@@ -366,3 +366,46 @@ async fn own_usage(
         "spend": spend,
     })))
 }
+
+/// What the admin listener's spend view (`/spend`) shows: every budget as
+/// it stands, the ten costliest teams, users and keys of the last 30 days,
+/// and spend per day by model.
+pub async fn spend_view(budgets: &Budgets) -> Result<Value, ApiError> {
+    let store = store(budgets)?;
+    let now = now_ms();
+    let all = store.budgets().await?;
+    let standings: Vec<Value> = store
+        .standings(&all, now)
+        .await?
+        .iter()
+        .map(standing_json)
+        .collect();
+    let filter = Filter {
+        from_ms: now - THIRTY_DAYS_MS,
+        to_ms: now + 1,
+        ..Filter::default()
+    };
+    let database = |e: sqlx::Error| ApiError::Database(Box::new(e));
+    let mut top = serde_json::Map::new();
+    for (name, group_by) in [
+        ("team", GroupBy::Team),
+        ("user", GroupBy::User),
+        ("key", GroupBy::Key),
+    ] {
+        let report = report::report(store.db(), group_by, &filter)
+            .await
+            .map_err(database)?;
+        let rows: Vec<_> = report.rows.into_iter().take(10).collect();
+        top.insert(name.into(), json!(rows));
+    }
+    let by_model = report::report(store.db(), GroupBy::Model, &filter)
+        .await
+        .map_err(database)?;
+    Ok(json!({
+        "generated_at": rfc3339(now),
+        "budgets": standings,
+        "top": top,
+        "total": by_model.total,
+        "series": by_model.series,
+    }))
+}

@@ -94,6 +94,8 @@ pub fn admin_app(state: OpsState) -> Router {
         .route("/stats", get(stats_page))
         .route("/", get(status_page))
         .route("/status", get(status_page))
+        .route("/spend", get(spend_page))
+        .route("/spend.json", get(spend_data))
         .with_state(state)
 }
 
@@ -125,4 +127,16 @@ async fn metrics_page(State(state): State<OpsState>) -> Response {
 /// closed) that polls `/stats` and draws its charts on canvases.
 async fn status_page() -> Html<&'static str> {
     Html(include_str!("status.html"))
+}
+
+/// Budgets against spend, top spenders and spend over time, drawn from
+/// `/spend.json` by the page's own script.
+async fn spend_page() -> Html<&'static str> {
+    Html(include_str!("../budgets/spend.html"))
+}
+
+async fn spend_data(State(state): State<OpsState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        crate::budgets::handlers::spend_view(state.generation.budgets()).await?,
+    ))
 }
