@@ -137,8 +137,8 @@ impl AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("building the upstream HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Engine(#[from] crate::routing::EngineError),
     #[error("the origin cache's Redis URL: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("the queue's Redis Streams: {0}")]

@@ -113,6 +113,11 @@ pub struct RoutingConfig {
     pub critical_reserve: f64,
     /// Identical concurrent non-streamed requests from one caller share one call.
     pub coalesce: bool,
+    /// Redis (`redis://` or `rediss://`) where every replica counts provider
+    /// key quotas, so N replicas share one key's budget; unset counts them
+    /// in this process.
+    pub quota_redis_url: Option<String>,
+    pub quota_prefix: String,
 }
 
 impl Default for RoutingConfig {
@@ -128,6 +133,8 @@ impl Default for RoutingConfig {
             breaker_open_ms: 30_000,
             critical_reserve: 0.1,
             coalesce: true,
+            quota_redis_url: None,
+            quota_prefix: "sluice:quota:".into(),
         }
     }
 }
@@ -377,6 +384,14 @@ pub struct DeploymentConfig {
     pub requests_per_minute: Option<u32>,
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
+    /// Per-key quotas per hour and per UTC day (fixed windows; shared across
+    /// replicas with `[routing] quota_redis_url`); unset is unlimited.
+    #[serde(default)]
+    pub requests_per_hour: Option<u32>,
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u32>,
     /// Share of first attempts; 0 (default) receives only fallbacks, unless
     /// no deployment has a weight, when the first one listed is primary.
     #[serde(default)]
@@ -463,6 +478,9 @@ impl Default for Config {
                     keys_env: None,
                     requests_per_minute: None,
                     tokens_per_minute: None,
+                    requests_per_hour: None,
+                    requests_per_day: None,
+                    tokens_per_day: None,
                     weight: 0,
                     input_cost_per_million: 0.0,
                     output_cost_per_million: 0.0,

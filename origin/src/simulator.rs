@@ -35,6 +35,7 @@ fn engine(config: SimulatedConfig) -> Engine {
         provider: Arc::new(Simulated::new(config)),
         upstream_model: ALIAS.into(),
         weight: 0,
+        quota: None,
         keys: KeyPool::new(ALIAS, Vec::new(), KeyBudgets::default(), never_opens, 0.0),
         breaker: never_opens(),
         pricing: Pricing::default(),

@@ -59,6 +59,29 @@ impl Engine {
                         }
                     }
                 };
+                // The key's quota across replicas (and its hour and day windows).
+                if let Some(quota) = &deployment.quota {
+                    match quota
+                        .take(lease.label(), estimated_tokens, crate::clock::now_ms())
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(rest)) => {
+                            lease.quota_spent(rest);
+                            continue;
+                        }
+                        Err(error) => {
+                            // Fail closed: a quota that cannot be checked is not spent past.
+                            tracing::warn!(event = "key_quota_unavailable", deployment = %deployment.name,
+                                error = %error, "provider key quota store unreachable");
+                            lease.unused();
+                            last_error = Some(ProviderError::Connect(format!(
+                                "provider key quota store: {error}"
+                            )));
+                            break;
+                        }
+                    }
+                }
                 // In half-open, only one caller gets to probe the deployment.
                 if !deployment.breaker.try_acquire() {
                     lease.unused();
@@ -74,7 +97,18 @@ impl Engine {
                 .await;
                 let error = match outcome {
                     Ok(value) => {
-                        lease.succeeded(used_tokens(&value));
+                        let used = used_tokens(&value);
+                        if let Some(quota) = &deployment.quota {
+                            let delta = i64::from(used) - i64::from(estimated_tokens);
+                            if let Err(error) = quota
+                                .settle_tokens(lease.label(), delta, crate::clock::now_ms())
+                                .await
+                            {
+                                tracing::warn!(event = "key_quota_settle_failed",
+                                    deployment = %deployment.name, error = %error);
+                            }
+                        }
+                        lease.succeeded(used);
                         deployment.breaker.record_success();
                         return Ok(Served {
                             value,

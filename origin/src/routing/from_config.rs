@@ -1,6 +1,7 @@
 //! The engine the config describes.
 
 use super::keypool::{KeyBudgets, KeyPool};
+use super::quota::{KeyQuota, QuotaLimits};
 use super::resilience::Breaker;
 use super::{Deployment, Engine, Pricing, RetryPolicy};
 use crate::config::{Config, ProviderKind};
@@ -14,11 +15,32 @@ use std::time::Duration;
 
 const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("building the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the provider key quotas' Redis (`routing.quota_redis_url`): {0}")]
+    QuotaRedis(#[from] redis::RedisError),
+}
+
 impl Engine {
     /// The engine `config` describes, sharing one HTTP client (connection pool)
     /// across every upstream.
-    pub fn from_config(config: &Config) -> Result<Engine, reqwest::Error> {
+    pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
         let routing = &config.routing;
+        // One connection for every deployment's quota counters; it connects
+        // (and reconnects) by itself, so a Redis that is down at start only
+        // fails the calls that need it.
+        let quota_redis = match &routing.quota_redis_url {
+            Some(url) => Some(
+                redis::Client::open(url.as_str())?.get_connection_manager_lazy(
+                    redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(2)))
+                        .set_response_timeout(Some(Duration::from_secs(2))),
+                )?,
+            ),
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(routing.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -58,8 +80,19 @@ impl Engine {
                         requests_per_minute: d.requests_per_minute,
                         tokens_per_minute: d.tokens_per_minute,
                     };
+                    let limits = QuotaLimits {
+                        requests_per_minute: d.requests_per_minute,
+                        tokens_per_minute: d.tokens_per_minute,
+                        requests_per_hour: d.requests_per_hour,
+                        requests_per_day: d.requests_per_day,
+                        tokens_per_day: d.tokens_per_day,
+                    };
+                    let shared = quota_redis
+                        .as_ref()
+                        .map(|c| (c, routing.quota_prefix.as_str()));
                     Arc::new(Deployment {
                         keys: KeyPool::new(&name, keys, budgets, breaker, routing.critical_reserve),
+                        quota: KeyQuota::new(&name, limits, shared, shared.is_some()),
                         name,
                         provider,
                         upstream_model: d.model.clone().unwrap_or_else(|| model.name.clone()),

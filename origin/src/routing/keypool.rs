@@ -261,6 +261,21 @@ impl Lease<'_> {
         &self.key().label
     }
 
+    /// The key's shared quota window is spent (other replicas used it):
+    /// rest it until the window ends and give back what was taken here.
+    pub fn quota_spent(self, rest: Duration) {
+        self.pool.state(self.index).cooling_until = Some(Instant::now() + rest);
+        // Nothing was sent: a probe that stopped here learned nothing.
+        self.key().breaker.record_success();
+        tracing::info!(event = "key_quota_spent", deployment = %self.pool.deployment,
+            key = %self.label(), rest_ms = rest.as_millis() as u64,
+            "key's shared quota spent; rotating away until its window ends");
+        metrics::counter!("sluice_provider_key_quota_exhausted_total",
+            "deployment" => self.pool.deployment.clone())
+        .increment(1);
+        self.unused();
+    }
+
     /// The call worked and used `used_tokens`.
     pub fn succeeded(self, used_tokens: u32) {
         self.key().breaker.record_success();

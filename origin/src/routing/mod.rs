@@ -6,8 +6,10 @@
 mod attempt;
 mod coalesce;
 mod from_config;
+pub use from_config::EngineError;
 pub mod keypool;
 pub mod messages;
+pub mod quota;
 pub mod resilience;
 
 pub use resilience::{BreakerState, backoff};
@@ -67,6 +69,9 @@ pub struct Deployment {
     /// Share of first attempts; 0 = fallback only.
     pub weight: u32,
     pub keys: KeyPool,
+    /// Per-key quotas in fixed windows, shared across replicas when
+    /// configured (`None`: no such quota).
+    pub quota: Option<quota::KeyQuota>,
     pub breaker: Breaker,
     pub pricing: Pricing,
 }
