@@ -34,6 +34,23 @@ pub struct Call<'a> {
     pub key: Option<&'a str>,
     /// The client's `anthropic-beta` header, for a native Messages call.
     pub beta: Option<&'a str>,
+    /// Told what the upstream says is left of the key's limits, on every
+    /// successful response (the key pool, which rests a key that has none).
+    pub limits: Option<&'a dyn LimitObserver>,
+}
+
+/// What an upstream's rate-limit headers say is left of a key's limits
+/// (OpenAI's `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UpstreamLimits {
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub requests_reset: Option<std::time::Duration>,
+    pub tokens_reset: Option<std::time::Duration>,
+}
+
+pub trait LimitObserver: Send + Sync {
+    fn observe(&self, key: Option<&str>, limits: &UpstreamLimits);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -91,7 +91,7 @@ impl Provider for OpenAiCompatible {
                 .send()
                 .await
                 .map_err(send_error)?;
-            let body: ChatResponse = check_status(response)
+            let body: ChatResponse = check_status(response, call)
                 .await?
                 .json()
                 .await
@@ -115,7 +115,7 @@ impl Provider for OpenAiCompatible {
                 .send()
                 .await
                 .map_err(send_error)?;
-            let response = check_status(response).await?;
+            let response = check_status(response, call).await?;
             let stream = events(response)
                 .try_take_while(|event| futures::future::ready(Ok(event.data != "[DONE]")))
                 .map(|event| {
@@ -149,7 +149,7 @@ impl Provider for OpenAiCompatible {
                 .send()
                 .await
                 .map_err(send_error)?;
-            let mut wire: WireEmbeddings = check_status(response)
+            let mut wire: WireEmbeddings = check_status(response, call)
                 .await?
                 .json()
                 .await

@@ -389,6 +389,7 @@ mod tests {
         model: "sim",
         key: None,
         beta: None,
+        limits: None,
     };
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the HTTP providers share: turning upstream failures into
 //! `ProviderError`s and reading the upstream's server-sent events.
 
-use super::ProviderError;
+use super::{Call, ProviderError, UpstreamLimits};
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
@@ -19,10 +19,20 @@ pub fn send_error(e: reqwest::Error) -> ProviderError {
     }
 }
 
-/// Passes a 2xx response through; reads any other into the matching error.
-pub async fn check_status(response: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
+/// Passes a 2xx response through, telling `call`'s observer what its
+/// rate-limit headers say is left; reads any other into the matching error.
+pub async fn check_status(
+    response: reqwest::Response,
+    call: Call<'_>,
+) -> Result<reqwest::Response, ProviderError> {
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
+        if let Some(observer) = call.limits {
+            let limits = upstream_limits(response.headers());
+            if limits != UpstreamLimits::default() {
+                observer.observe(call.key, &limits);
+            }
+        }
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
@@ -67,6 +77,48 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .into_iter()
         .filter_map(|name| header(name).and_then(parse_reset))
         .max()
+}
+
+/// The rate-limit headers of a response: OpenAI's `x-ratelimit-remaining-*`
+/// and `x-ratelimit-reset-*` (`6m0s`), or Anthropic's
+/// `anthropic-ratelimit-{requests,tokens}-{remaining,reset}` (RFC 3339).
+pub fn upstream_limits(headers: &HeaderMap) -> UpstreamLimits {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let number = |names: [&str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| header(n).and_then(|v| v.trim().parse::<u64>().ok()))
+    };
+    let reset = |openai: &str, anthropic: &str| {
+        header(openai).and_then(parse_reset).or_else(|| {
+            let at = header(anthropic)?;
+            let at = time::OffsetDateTime::parse(
+                at.trim(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            let left = at - time::OffsetDateTime::now_utc();
+            Some(Duration::from_secs_f64(left.as_seconds_f64().max(0.0)))
+        })
+    };
+    UpstreamLimits {
+        remaining_requests: number([
+            "x-ratelimit-remaining-requests",
+            "anthropic-ratelimit-requests-remaining",
+        ]),
+        remaining_tokens: number([
+            "x-ratelimit-remaining-tokens",
+            "anthropic-ratelimit-tokens-remaining",
+        ]),
+        requests_reset: reset(
+            "x-ratelimit-reset-requests",
+            "anthropic-ratelimit-requests-reset",
+        ),
+        tokens_reset: reset(
+            "x-ratelimit-reset-tokens",
+            "anthropic-ratelimit-tokens-reset",
+        ),
+    }
 }
 
 /// Parses OpenAI's reset durations: `20ms`, `1.5s`, `6m0s`, `1h2m3s`.
@@ -115,6 +167,38 @@ pub fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_openai_and_anthropic_limit_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "6m0s".parse().unwrap());
+        h.insert("x-ratelimit-remaining-tokens", "1500".parse().unwrap());
+        let limits = upstream_limits(&h);
+        assert_eq!(limits.remaining_requests, Some(0));
+        assert_eq!(limits.requests_reset, Some(Duration::from_secs(360)));
+        assert_eq!(limits.remaining_tokens, Some(1500));
+        assert_eq!(limits.tokens_reset, None);
+
+        let mut h = HeaderMap::new();
+        let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(20);
+        let later = later
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        h.insert("anthropic-ratelimit-tokens-remaining", "0".parse().unwrap());
+        h.insert("anthropic-ratelimit-tokens-reset", later.parse().unwrap());
+        let limits = upstream_limits(&h);
+        assert_eq!(limits.remaining_tokens, Some(0));
+        let reset = limits.tokens_reset.unwrap();
+        assert!(
+            reset > Duration::from_secs(18) && reset <= Duration::from_secs(20),
+            "{reset:?}"
+        );
+        assert_eq!(
+            upstream_limits(&HeaderMap::new()),
+            UpstreamLimits::default()
+        );
+    }
 
     #[test]
     fn reads_every_retry_hint() {

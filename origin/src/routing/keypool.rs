@@ -248,6 +248,40 @@ impl KeyPool {
     }
 }
 
+/// Rests a key the upstream says has no requests or tokens left until the
+/// limit resets, so the next call goes to another key instead of earning a 429.
+impl crate::provider::LimitObserver for KeyPool {
+    fn observe(&self, key: Option<&str>, limits: &crate::provider::UpstreamLimits) {
+        use secrecy::ExposeSecret;
+        let Some(index) = self
+            .keys
+            .iter()
+            .position(|k| k.secret.as_ref().map(ExposeSecret::expose_secret) == key)
+        else {
+            return;
+        };
+        let rest = [
+            (limits.remaining_requests, limits.requests_reset),
+            (limits.remaining_tokens, limits.tokens_reset),
+        ]
+        .into_iter()
+        .filter(|(left, _)| *left == Some(0))
+        .map(|(_, reset)| reset.unwrap_or(Duration::from_secs(1)))
+        .max();
+        if let Some(rest) = rest {
+            let until = Instant::now() + rest;
+            let mut state = self.state(index);
+            if state.cooling_until.is_none_or(|u| u < until) {
+                state.cooling_until = Some(until);
+            }
+            drop(state);
+            tracing::info!(event = "key_exhausted_upstream", deployment = %self.deployment,
+                key = %self.keys[index].label, rest_ms = rest.as_millis() as u64,
+                "upstream says the key has nothing left; resting it until the reset");
+        }
+    }
+}
+
 impl Lease<'_> {
     fn key(&self) -> &PooledKey {
         &self.pool.keys[self.index]
@@ -337,6 +371,35 @@ mod tests {
             || Breaker::new(2, Duration::from_secs(60)),
             0.1,
         )
+    }
+
+    #[test]
+    fn rests_a_key_the_upstream_says_is_spent() {
+        use crate::provider::{LimitObserver, UpstreamLimits};
+        let p = pool(2, KeyBudgets::default());
+        p.observe(
+            Some("sk-0"),
+            &UpstreamLimits {
+                remaining_requests: Some(0),
+                requests_reset: Some(Duration::from_secs(30)),
+                remaining_tokens: Some(5000),
+                ..UpstreamLimits::default()
+            },
+        );
+        for _ in 0..4 {
+            let lease = p.acquire(Priority::Normal, 0).unwrap();
+            assert_eq!(lease.label(), "key-2");
+            lease.succeeded(0);
+        }
+        // Headroom left says nothing: the key is not rested.
+        p.observe(
+            Some("sk-1"),
+            &UpstreamLimits {
+                remaining_requests: Some(3),
+                ..UpstreamLimits::default()
+            },
+        );
+        assert_eq!(p.acquire(Priority::Normal, 0).unwrap().label(), "key-2");
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl Deployment {
             model: &self.upstream_model,
             key: key.map(ExposeSecret::expose_secret),
             beta: None,
+            limits: Some(&self.keys),
         }
     }
 }

@@ -63,7 +63,7 @@ impl Anthropic {
             .send()
             .await
             .map_err(send_error)?;
-        check_status(response).await
+        check_status(response, call).await
     }
 }
 

@@ -367,6 +367,7 @@ mod tests {
             model: "claude-x",
             key: None,
             beta: None,
+            limits: None,
         };
         translate_request(call, &request, false).unwrap()
     }
