@@ -203,6 +203,16 @@ impl Budgets {
         self.lookups.invalidate_all();
     }
 
+    /// The payer's team and the budgets that apply to it, read now.
+    async fn read(store: &BudgetStore, payer: &Payer) -> Result<Lookup, StoreError> {
+        let team = store.team_of(&payer.subject).await?;
+        let budgets = store
+            .budgets_of(payer.key_id.as_deref(), &payer.subject, team.as_deref())
+            .await?;
+        Ok(Lookup { team, budgets })
+    }
+
+    /// As [`Self::read`], reused for `definitions_ttl`.
     async fn lookup(&self, payer: &Payer) -> Result<Arc<Lookup>, StoreError> {
         let Some(store) = &self.store else {
             return Ok(Arc::new(Lookup {
@@ -213,11 +223,7 @@ impl Budgets {
         if let Some(found) = self.lookups.get(payer).await {
             return Ok(found);
         }
-        let team = store.team_of(&payer.subject).await?;
-        let budgets = store
-            .budgets_of(payer.key_id.as_deref(), &payer.subject, team.as_deref())
-            .await?;
-        let lookup = Arc::new(Lookup { team, budgets });
+        let lookup = Arc::new(Self::read(store, payer).await?);
         self.lookups
             .insert(payer.clone(), Arc::clone(&lookup))
             .await;
@@ -232,10 +238,7 @@ impl Budgets {
         let Some(store) = &self.store else {
             return Ok((None, Vec::new()));
         };
-        let team = store.team_of(&payer.subject).await?;
-        let budgets = store
-            .budgets_of(payer.key_id.as_deref(), &payer.subject, team.as_deref())
-            .await?;
+        let Lookup { team, budgets } = Self::read(store, payer).await?;
         let standings = store.standings(&budgets, now_ms()).await?;
         Ok((team, standings))
     }
@@ -398,16 +401,6 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// A hold on no budget (surfaces that charge nothing, the simulator).
-    pub fn none(budgets: &Budgets, payer: Payer) -> Hold {
-        Hold {
-            budgets: budgets.clone(),
-            payer,
-            team: None,
-            open: None,
-        }
-    }
-
     /// Whether a budget applies, so the output cap must be enforced.
     pub fn is_open(&self) -> bool {
         self.open.is_some()

@@ -66,7 +66,6 @@ pub struct Standing {
     pub window: Window,
     pub spent_microdollars: i64,
     pub reserved_microdollars: i64,
-    pub notified: i64,
 }
 
 impl Standing {
@@ -335,7 +334,7 @@ impl BudgetStore {
         for budget in budgets {
             let window = budget.period.window(now);
             let row = sqlx::query(
-                "SELECT spent_microdollars, reserved_microdollars, notified FROM budget_spend \
+                "SELECT spent_microdollars, reserved_microdollars FROM budget_spend \
                  WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3",
             )
             .bind(budget.scope.as_str())
@@ -343,20 +342,14 @@ impl BudgetStore {
             .bind(window.start_ms)
             .fetch_optional(&self.db)
             .await?;
-            let (spent, reserved, notified) = match row {
-                Some(row) => (
-                    row.try_get("spent_microdollars")?,
-                    row.try_get("reserved_microdollars")?,
-                    row.try_get("notified")?,
-                ),
-                None => (0, 0, 0),
-            };
-            out.push(Standing {
-                budget: budget.clone(),
-                window,
-                spent_microdollars: spent,
-                reserved_microdollars: reserved,
-                notified,
+            out.push(match row {
+                Some(row) => standing_of(budget.clone(), window, &row)?,
+                None => Standing {
+                    budget: budget.clone(),
+                    window,
+                    spent_microdollars: 0,
+                    reserved_microdollars: 0,
+                },
             });
         }
         Ok(out)
@@ -376,12 +369,14 @@ impl BudgetStore {
         ttl_ms: i64,
     ) -> Result<Result<Vec<Standing>, Exceeded>, StoreError> {
         let _turn = self.write_turn().await;
+        let periods: Vec<Window> = budgets.iter().map(|b| b.period.window(now)).collect();
         let held: Vec<HeldWindow> = budgets
             .iter()
-            .map(|b| HeldWindow {
+            .zip(&periods)
+            .map(|(b, period)| HeldWindow {
                 scope: b.scope,
                 id: b.scope_id.clone(),
-                start: b.period.window(now).start_ms,
+                start: period.start_ms,
             })
             .collect();
         let mut tx = self.db.begin().await?;
@@ -402,13 +397,13 @@ impl BudgetStore {
         .execute(&mut *tx)
         .await?;
         let mut standings = Vec::with_capacity(budgets.len());
-        for (budget, window) in budgets.iter().zip(&held) {
+        for ((budget, window), period) in budgets.iter().zip(&held).zip(periods) {
             let reserve = || {
                 sqlx::query(
                     "UPDATE budget_spend SET reserved_microdollars = reserved_microdollars + $4 \
                      WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3 \
                      AND spent_microdollars + reserved_microdollars + $4 <= $5 \
-                     RETURNING spent_microdollars, reserved_microdollars, notified",
+                     RETURNING spent_microdollars, reserved_microdollars",
                 )
                 .bind(window.scope.as_str())
                 .bind(window.id.as_str())
@@ -431,10 +426,9 @@ impl BudgetStore {
                 .await?;
                 reserved = reserve().fetch_optional(&mut *tx).await?;
             }
-            let period = budget.period.window(now);
             let Some(row) = reserved else {
                 let row = sqlx::query(
-                    "SELECT spent_microdollars, reserved_microdollars, notified FROM budget_spend \
+                    "SELECT spent_microdollars, reserved_microdollars FROM budget_spend \
                      WHERE scope = $1 AND scope_id = $2 AND period_start_ms = $3",
                 )
                 .bind(window.scope.as_str())
@@ -585,6 +579,5 @@ fn standing_of(
         window,
         spent_microdollars: row.try_get("spent_microdollars")?,
         reserved_microdollars: row.try_get("reserved_microdollars")?,
-        notified: row.try_get("notified")?,
     })
 }
