@@ -18,6 +18,17 @@ pub fn rate_limited(retry_after_seconds: u64) -> Value {
     })
 }
 
+/// A token limit's 429 (OpenAI's `type: tokens`): `message` says which limit
+/// and by how much.
+pub fn tokens_limited(message: &str, retry_after_seconds: u64) -> Value {
+    let detail = format!("{message} Try again in {retry_after_seconds} seconds.");
+    json!({
+        "error": { "message": detail, "type": "tokens", "code": "rate_limit_exceeded", "param": null },
+        "detail": detail,
+        "status_code": 429,
+    })
+}
+
 /// Anthropic's error type for an HTTP status.
 pub fn anthropic_kind(status: u16) -> &'static str {
     match status {

@@ -5,6 +5,8 @@
 
 pub mod api_key;
 pub mod cache_entry;
+pub mod client_ip;
+pub mod cors;
 pub mod edge_signature;
 pub mod errors;
 pub mod identity;
@@ -12,3 +14,5 @@ pub mod rate_policy;
 pub mod rate_window;
 pub mod route;
 pub mod settings;
+pub mod token_estimate;
+pub mod usage_report;

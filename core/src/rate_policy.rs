@@ -137,6 +137,55 @@ pub fn headers(applied: &[Applied]) -> Vec<(String, String)> {
     ]
 }
 
+/// Token policies' headers: each applied policy in `RateLimit-Policy` (with
+/// `qu="tokens"`, the draft's quota unit) and `RateLimit`, and the most
+/// restrictive in OpenAI's `x-ratelimit-{limit,remaining,reset}-tokens`
+/// (the names its SDKs and our own upstream reader know). The gateway joins
+/// these to the request policies' fields of the same names.
+pub fn token_headers(applied: &[Applied]) -> Vec<(String, String)> {
+    let Some(decisive) = most_restrictive(applied) else {
+        return Vec::new();
+    };
+    let join =
+        |item: &dyn Fn(&Applied) -> String| applied.iter().map(item).collect::<Vec<_>>().join(", ");
+    vec![
+        (
+            "ratelimit-policy".into(),
+            join(&|a| {
+                format!(
+                    "\"{}\";q={};w={};qu=\"tokens\"",
+                    a.policy,
+                    a.quota.window_limit(),
+                    ceil_seconds(a.quota.window_ms())
+                )
+            }),
+        ),
+        (
+            "ratelimit".into(),
+            join(&|a| {
+                format!(
+                    "\"{}\";r={};t={}",
+                    a.policy,
+                    a.decision.remaining,
+                    ceil_seconds(a.decision.reset_after_ms)
+                )
+            }),
+        ),
+        (
+            "x-ratelimit-limit-tokens".into(),
+            decisive.quota.window_limit().to_string(),
+        ),
+        (
+            "x-ratelimit-remaining-tokens".into(),
+            decisive.decision.remaining.to_string(),
+        ),
+        (
+            "x-ratelimit-reset-tokens".into(),
+            format!("{}s", ceil_seconds(decisive.decision.reset_after_ms)),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +224,34 @@ mod tests {
             quota,
             decision: rate_window::decide(&quota, 0, 0, current),
         }
+    }
+
+    #[test]
+    fn token_policies_are_listed_in_tokens() {
+        let quota = PolicySpec::parse("40000/1m").unwrap().quota.unwrap();
+        let all = [
+            Applied {
+                policy: "tokens-free".into(),
+                quota,
+                decision: rate_window::decide_cost(&quota, 0, 0, 5000, 5000),
+            },
+            Applied {
+                policy: "tokens-key".into(),
+                quota: quota.with_burst(10_000),
+                decision: rate_window::decide_cost(&quota.with_burst(10_000), 0, 0, 5000, 5000),
+            },
+        ];
+        let h = token_headers(&all);
+        assert_eq!(
+            h[0].1,
+            "\"tokens-free\";q=40000;w=60;qu=\"tokens\", \"tokens-key\";q=10000;w=15;qu=\"tokens\""
+        );
+        assert_eq!(
+            h[1].1,
+            "\"tokens-free\";r=35000;t=60, \"tokens-key\";r=5000;t=15"
+        );
+        assert_eq!(h[3], ("x-ratelimit-remaining-tokens".into(), "5000".into()));
+        assert_eq!(h[4], ("x-ratelimit-reset-tokens".into(), "15s".into()));
     }
 
     #[test]

@@ -91,10 +91,16 @@ pub struct Decision {
 /// current window's count with this request already added (the value the
 /// atomic increment returned). A refused request's increment is to be undone.
 pub fn decide(quota: &Quota, now_ms: u64, previous: u64, current: u64) -> Decision {
+    decide_cost(quota, now_ms, previous, current, 1)
+}
+
+/// [`decide`] for a request that counts `cost` units (a token estimate, say),
+/// already added into `current`.
+pub fn decide_cost(quota: &Quota, now_ms: u64, previous: u64, current: u64, cost: u64) -> Decision {
     let window = u128::from(quota.window_ms());
     let elapsed = u128::from(now_ms) % window;
     let limit = u128::from(quota.window_limit());
-    let (previous, current) = (u128::from(previous), u128::from(current));
+    let (previous, current, cost) = (u128::from(previous), u128::from(current), u128::from(cost));
     // Everything scaled by `window` so the weighting stays exact in integers.
     let used = previous * (window - elapsed) + current * window;
     let capacity = limit * window;
@@ -107,18 +113,21 @@ pub fn decide(quota: &Quota, now_ms: u64, previous: u64, current: u64) -> Decisi
             reset_after_ms,
         };
     }
-    // When would one more request fit, if nobody else came meanwhile?
-    let others = current.saturating_sub(1);
-    let retry_after = if others < limit && previous > 0 {
+    // When would this request fit, if nobody else came meanwhile?
+    let others = current.saturating_sub(cost);
+    let retry_after = if others + cost <= limit && previous > 0 {
         // Later in this window, once enough of the previous one has faded.
-        let needed = window - ((limit - others - 1) * window / previous).min(window);
+        let needed = window - ((limit - others - cost) * window / previous).min(window);
         needed.saturating_sub(elapsed).max(1)
-    } else {
+    } else if cost <= limit {
         // In the next window, with this window's count as the previous one.
-        let faded = ((limit - 1) * window)
+        let faded = ((limit - cost) * window)
             .checked_div(others)
             .map_or(0, |room| window - room.min(window));
         window - elapsed + faded
+    } else {
+        // Never within one window: once everything before it has faded.
+        window - elapsed + window
     };
     Decision {
         allowed: false,
@@ -205,6 +214,21 @@ mod tests {
         // Room for the 2nd at elapsed e where 10 * (10 - e)/10 + 2 <= 10: e >= 2 s.
         assert_eq!(d.retry_after_ms, 1_000);
         assert!(decide(&q, 12_000, 10, 2).allowed);
+    }
+
+    #[test]
+    fn a_costly_request_waits_until_its_whole_cost_fits() {
+        let q = Quota::parse("1000/10s").unwrap();
+        // 600 charged before, 500 more asked for at 0 s: 1100 > 1000.
+        let d = decide_cost(&q, 0, 0, 1100, 500);
+        assert!(!d.allowed);
+        // Next window: 600 * (10 - e)/10 + 500 <= 1000 once e >= 10/6 s.
+        assert_eq!(d.retry_after_ms, 10_000 + 1_667);
+        assert!(!decide_cost(&q, 11_666, 600, 500, 500).allowed);
+        assert!(decide_cost(&q, 11_667, 600, 500, 500).allowed);
+        // More than a window holds never fits in one: wait out two windows.
+        let d = decide_cost(&q, 2_000, 0, 1500, 1500);
+        assert_eq!(d.retry_after_ms, 18_000);
     }
 
     proptest! {

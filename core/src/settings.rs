@@ -9,6 +9,8 @@
 
 use crate::api_key::{self, KeyRecord};
 use crate::cache_entry::{self, Route};
+use crate::client_ip::{ClientIpHeader, parse_cidrs};
+use crate::cors::{self, CorsSettings};
 use crate::rate_policy::{FailMode, PolicySpec};
 use crate::route::{self, RoutePattern};
 
@@ -30,6 +32,14 @@ const fn var(name: &'static str, default: &'static str) -> Variable {
 /// Every variable of the edge, with its default: the one place defaults live.
 pub const VARIABLES: &[Variable] = &[
     var("origin_url", "http://127.0.0.1:8081"),
+    var("trusted_proxies", ""),
+    var("client_ip_header", "x-forwarded-for"),
+    var("max_request_body_bytes", "1048576"),
+    var("max_request_headers", "100"),
+    var("max_request_header_bytes", "32768"),
+    var("cors_allowed_origins", ""),
+    var("cors_allow_credentials", "false"),
+    var("cors_max_age_seconds", "600"),
     Variable {
         name: "edge_secret",
         default: None,
@@ -58,6 +68,16 @@ pub const VARIABLES: &[Variable] = &[
          POST /v1/jobs, POST /generate, POST /v1/conversations/*/messages",
     ),
     var("rate_limit_fail_mode", "open"),
+    var("tokens_free", "unlimited"),
+    var("tokens_premium", "unlimited"),
+    var("tokens_admin", "unlimited"),
+    var(
+        "token_routes",
+        "POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, POST /v1/embeddings, \
+         POST /v1/jobs, POST /generate, POST /v1/conversations/*/messages",
+    ),
+    var("token_default_output_tokens", "4096"),
+    var("token_image_tokens", "2500"),
     var(
         "cache_routes",
         "GET /v1/me=600, GET /v1/models=300, GET /v1/conversations=300, \
@@ -158,6 +178,64 @@ impl OriginSettings {
     }
 }
 
+/// Who stands in front of the edge, and where it names the client.
+#[derive(Debug, Clone)]
+pub struct ClientIpSettings {
+    /// Peers whose client-address header is believed (none by default).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub header: ClientIpHeader,
+}
+
+impl ClientIpSettings {
+    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<ClientIpSettings, SettingsError> {
+        let reader = Reader { get };
+        let trusted_proxies = match reader.optional("trusted_proxies")? {
+            Some(spec) => parse_cidrs(&spec).map_err(|reason| SettingsError {
+                name: "trusted_proxies",
+                reason,
+            })?,
+            None => Vec::new(),
+        };
+        Ok(ClientIpSettings {
+            trusted_proxies,
+            header: reader.parsed("client_ip_header", ClientIpHeader::parse)?,
+        })
+    }
+}
+
+/// What the gateway reads of a request before any policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+impl RequestLimits {
+    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<RequestLimits, SettingsError> {
+        let reader = Reader { get };
+        Ok(RequestLimits {
+            max_body_bytes: reader.number("max_request_body_bytes")?,
+            max_headers: reader.number("max_request_headers")?,
+            max_header_bytes: reader.number("max_request_header_bytes")?,
+        })
+    }
+}
+
+impl CorsSettings {
+    pub fn load(get: impl Fn(&str) -> Option<String>) -> Result<CorsSettings, SettingsError> {
+        let reader = Reader { get };
+        let allow_credentials = reader.parsed("cors_allow_credentials", str::parse::<bool>)?;
+        Ok(CorsSettings {
+            allowed_origins: reader.parsed("cors_allowed_origins", |spec| {
+                cors::parse_origins(spec, allow_credentials)
+            })?,
+            allow_credentials,
+            max_age_seconds: reader.number("cors_max_age_seconds")?,
+        })
+    }
+}
+
 /// The auth policy's variables.
 #[derive(Clone)]
 pub struct AuthSettings {
@@ -246,6 +324,21 @@ pub struct RateLimitSettings {
     pub ai_routes: Vec<RoutePattern>,
     /// For policies without their own `fail=`.
     pub fail_mode: FailMode,
+    pub tokens: TokenSettings,
+}
+
+/// Token limits: per principal by tier (a key's or user's own limit, carried
+/// by the principal, applies beside or instead), on `routes`.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub free: PolicySpec,
+    pub premium: PolicySpec,
+    pub admin: PolicySpec,
+    pub routes: Vec<RoutePattern>,
+    /// The output a request without `max_tokens` is admitted for.
+    pub default_output_tokens: u64,
+    /// What an image or document part is admitted for.
+    pub image_tokens: u64,
 }
 
 impl RateLimitSettings {
@@ -261,6 +354,14 @@ impl RateLimitSettings {
             fail_mode: reader.parsed("rate_limit_fail_mode", |mode| {
                 FailMode::parse(mode).ok_or("must be `open` or `closed`")
             })?,
+            tokens: TokenSettings {
+                free: reader.policy("tokens_free")?,
+                premium: reader.policy("tokens_premium")?,
+                admin: reader.policy("tokens_admin")?,
+                routes: reader.routes("token_routes")?,
+                default_output_tokens: reader.number("token_default_output_tokens")?,
+                image_tokens: reader.number("token_image_tokens")?,
+            },
         })
     }
 }
@@ -300,6 +401,14 @@ mod tests {
     #[test]
     fn every_default_parses() {
         OriginSettings::load(defaults_only).unwrap();
+        let client_ip = ClientIpSettings::load(defaults_only).unwrap();
+        assert!(client_ip.trusted_proxies.is_empty());
+        assert_eq!(client_ip.header, ClientIpHeader::XForwardedFor);
+        assert_eq!(
+            RequestLimits::load(defaults_only).unwrap().max_body_bytes,
+            1 << 20
+        );
+        assert!(!CorsSettings::load(defaults_only).unwrap().enabled());
         let auth = AuthSettings::load(defaults_only).unwrap();
         assert!(
             JwtSettings::load(defaults_only)
@@ -316,6 +425,8 @@ mod tests {
         assert_eq!(limits.ai_routes.len(), 7);
         assert_eq!(limits.fail_mode, FailMode::Open);
         assert!(limits.admin.quota.is_none());
+        assert!(limits.tokens.free.quota.is_none());
+        assert_eq!(limits.tokens.routes.len(), 7);
         let cache = CacheSettings::load(defaults_only).unwrap();
         assert_eq!(
             CacheSettings::max_entry_bytes(defaults_only).unwrap(),

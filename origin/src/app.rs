@@ -166,6 +166,8 @@ impl FromRef<AppState> for ConversationsState {
 /// - the timeout bounds everything below it;
 /// - the edge signature is checked before any body is read (public API only;
 ///   probes stay reachable for the orchestrator);
+/// - inside it, a stream the edge asked about ends with its usage (the
+///   edge's token limits settle on it; the edge takes it out again);
 /// - the body limit applies when a handler reads the body, so the handler can
 ///   answer 413 in OpenAI's shape.
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
@@ -180,6 +182,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(ops::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit.0))
+        .route_layer(middleware::from_fn(
+            generation::usage_report::report_stream_usage,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.edge.clone(),
             require_edge_signature,

@@ -90,6 +90,9 @@ enum KeysCommand {
         tier: Option<Tier>,
         #[arg(long, default_value = "")]
         name: String,
+        /// The key's own token limit at the edge (`N/period[;burst=B]`).
+        #[arg(long)]
+        token_limit: Option<String>,
     },
     /// List keys (never the keys themselves), as JSON.
     List {
@@ -344,16 +347,23 @@ async fn keys(config: &Config, command: KeysCommand) -> Result<()> {
             subject,
             tier,
             name,
-        } => serde_json::to_string_pretty(
-            &store
-                .create(NewKey {
-                    subject: &subject,
-                    tier,
-                    name: &name,
-                    scopes: &[],
-                })
-                .await?,
-        )?,
+            token_limit,
+        } => {
+            if let Some(limit) = &token_limit {
+                sluice_core::rate_policy::PolicySpec::parse(limit)?;
+            }
+            serde_json::to_string_pretty(
+                &store
+                    .create(NewKey {
+                        subject: &subject,
+                        tier,
+                        name: &name,
+                        scopes: &[],
+                        token_limit: token_limit.as_deref(),
+                    })
+                    .await?,
+            )?
+        }
         KeysCommand::List { subject } => {
             serde_json::to_string_pretty(&store.list(subject.as_deref()).await?)?
         }

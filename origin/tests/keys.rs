@@ -85,8 +85,53 @@ async fn key_lifecycle(db: TestDb) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         found,
-        json!({"subject": "alice", "tier": "premium", "key_id": id, "scopes": ["chat"]})
+        json!({"subject": "alice", "tier": "premium", "key_id": id, "scopes": ["chat"],
+            "token_limits": {"key": null, "user": null}})
     );
+
+    // Token limits an admin sets on the key and on its user reach the lookup.
+    let (status, set) = call(
+        &router,
+        "PATCH",
+        &format!("/v1/admin/keys/{id}"),
+        &root,
+        Some(json!({"token_limit": "20000/1m"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["key"]["token_limit"], "20000/1m");
+    let (status, set) = call(
+        &router,
+        "PATCH",
+        "/v1/admin/users/alice",
+        &root,
+        Some(json!({"token_limit": "unlimited"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let (_, found) = call(&router, "GET", &lookup, &edge, None).await;
+    assert_eq!(
+        found["token_limits"],
+        json!({"key": "20000/1m", "user": "unlimited"})
+    );
+    let (status, refused) = call(
+        &router,
+        "PATCH",
+        "/v1/admin/users/alice",
+        &root,
+        Some(json!({"token_limit": "20000 per minute"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, _) = call(
+        &router,
+        "PATCH",
+        "/v1/admin/users/nobody",
+        &root,
+        Some(json!({"token_limit": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(&router, "GET", "/internal/v1/keys/00ff", &edge, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod compose;
+pub mod draining_body;
 pub mod host_services;
 pub mod kv;
 pub mod manifest;

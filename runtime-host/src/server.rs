@@ -93,7 +93,8 @@ impl Server {
             return plain(503, "host is shutting down");
         };
         let mut store = self.new_store(component);
-        let req = with_spin_headers(req, client, &route.path, route.prefix);
+        let req = with_spin_headers(req, client, &route.path, route.prefix)
+            .map(crate::draining_body::DrainingBody::new);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
             let incoming = store

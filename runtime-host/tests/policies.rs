@@ -169,7 +169,12 @@ fn unique(prefix: &str) -> String {
 
 mod rate_limit {
     use super::rate_limit_world::RateLimitPolicy;
-    use super::rate_limit_world::sluice::types::types::{Principal, RequestHead, Tier};
+    use super::rate_limit_world::exports::sluice::rate_limit::rate_limit::{
+        TokenAdmission, TokenCharge,
+    };
+    use super::rate_limit_world::sluice::types::types::{
+        Principal, RequestHead, Tier, TokenLimits,
+    };
     use super::*;
 
     pub fn principal(subject: &str, tier: Tier, scopes: &[&str]) -> Principal {
@@ -178,7 +183,45 @@ mod rate_limit {
             tier,
             key_id: None,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            token_limits: TokenLimits {
+                key: None,
+                user: None,
+            },
         }
+    }
+
+    pub type TokenOutcome = Result<TokenAdmission, (u16, Vec<(String, String)>, String)>;
+
+    pub async fn admit_tokens(
+        policy: &Policy,
+        who: &Principal,
+        head: &RequestHead,
+        body: &[u8],
+    ) -> TokenOutcome {
+        let mut store = policy.store();
+        let instance =
+            RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
+                .await
+                .unwrap();
+        instance
+            .sluice_rate_limit_rate_limit()
+            .call_admit_tokens(&mut store, who, head, body)
+            .await
+            .unwrap()
+            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))
+    }
+
+    pub async fn settle_tokens(policy: &Policy, charge: &TokenCharge, used: u64) {
+        let mut store = policy.store();
+        let instance =
+            RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
+                .await
+                .unwrap();
+        instance
+            .sluice_rate_limit_rate_limit()
+            .call_settle_tokens(&mut store, charge, used)
+            .await
+            .unwrap();
     }
 
     pub fn head(method: &str, path: &str, ip: Option<&str>) -> RequestHead {
@@ -243,6 +286,75 @@ mod rate_limit {
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_limits_admit_on_the_estimate_and_settle_to_the_usage() {
+    use rate_limit::*;
+    use rate_limit_world::sluice::types::types::Tier;
+    let policy = Policy::new("ratelimit", &[("tokens_free", "1000/1h")], memory());
+    let who = principal(&unique("user"), Tier::Free, &[]);
+    let chat = head("POST", "/v1/chat/completions", None);
+    let body = br#"{"model":"m","max_tokens":500,"messages":[{"role":"user","content":"hi"}]}"#;
+    let estimate = (body.len() as u64).div_ceil(4) + 500;
+
+    let first = admit_tokens(&policy, &who, &chat, body).await.unwrap();
+    let charge = first.charge.unwrap();
+    assert_eq!(charge.estimate, estimate);
+    let remaining = 1000 - estimate;
+    assert_eq!(
+        header(&first.headers, "x-ratelimit-remaining-tokens"),
+        remaining.to_string()
+    );
+    assert_eq!(
+        header(&first.headers, "ratelimit-policy"),
+        "\"tokens-free\";q=1000;w=3600;qu=\"tokens\""
+    );
+    // A second estimate does not fit in what is left...
+    let (status, headers, refusal) = admit_tokens(&policy, &who, &chat, body).await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(header(&headers, "retry-after").parse::<u64>().unwrap() >= 1);
+    let refusal: serde_json::Value = serde_json::from_str(&refusal).unwrap();
+    assert_eq!(refusal["error"]["type"], "tokens");
+    // ... until the first is settled to the 60 tokens it used.
+    settle_tokens(&policy, &charge, 60).await;
+    let second = admit_tokens(&policy, &who, &chat, body).await.unwrap();
+    assert_eq!(
+        header(&second.headers, "x-ratelimit-remaining-tokens"),
+        (1000 - 60 - estimate).to_string()
+    );
+    // Routes outside token_routes and callers without a limit are not charged.
+    let me = head("GET", "/v1/me", None);
+    assert!(
+        admit_tokens(&policy, &who, &me, b"")
+            .await
+            .unwrap()
+            .charge
+            .is_none()
+    );
+    let premium = principal(&unique("user"), Tier::Premium, &[]);
+    assert!(
+        admit_tokens(&policy, &premium, &chat, body)
+            .await
+            .unwrap()
+            .charge
+            .is_none()
+    );
+
+    // A user's own limit replaces the tier's; a key's applies beside it.
+    let mut own = principal(&unique("user"), Tier::Free, &[]);
+    own.key_id = Some(unique("key"));
+    own.token_limits.user = Some("unlimited".into());
+    own.token_limits.key = Some("600/1h".into());
+    let admitted = admit_tokens(&policy, &own, &chat, body).await.unwrap();
+    assert_eq!(admitted.charge.unwrap().counters.len(), 1);
+    assert_eq!(
+        header(&admitted.headers, "ratelimit-policy"),
+        "\"tokens-key\";q=600;w=3600;qu=\"tokens\""
+    );
+    let (status, _, refusal) = admit_tokens(&policy, &own, &chat, body).await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(refusal.contains("tokens-key"), "{refusal}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,7 +547,7 @@ mod cache {
     use super::cache_world::CachePolicy;
     use super::cache_world::exports::sluice::cache::cache::LookupResult;
     pub use super::cache_world::sluice::types::types::Response;
-    use super::cache_world::sluice::types::types::{Principal, RequestHead, Tier};
+    use super::cache_world::sluice::types::types::{Principal, RequestHead, Tier, TokenLimits};
     use super::*;
 
     pub fn who(subject: &str) -> Principal {
@@ -444,6 +556,10 @@ mod cache {
             tier: Tier::Free,
             key_id: None,
             scopes: Vec::new(),
+            token_limits: TokenLimits {
+                key: None,
+                user: None,
+            },
         }
     }
 

@@ -23,6 +23,15 @@ pub struct Issued {
     pub key_id: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    #[serde(default)]
+    pub token_limits: TokenLimits,
+}
+
+/// The key's and its user's own token limits (`N/period`), set by an admin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenLimits {
+    pub key: Option<String>,
+    pub user: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -31,7 +31,7 @@ use exports::sluice::auth::auth::Guest;
 use sluice_core::settings::{AuthSettings, JwtSettings, OriginSettings};
 use sluice_core::{api_key, identity, route};
 use sluice_edge_shared::now_ms;
-use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier};
+use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier, TokenLimits};
 use wasi::config::store as config;
 
 /// Longest credential accepted; anything longer is refused before hashing.
@@ -117,6 +117,7 @@ fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, D
             tier: record.tier.into(),
             key_id: Some(api_key::key_id(&record.hash).to_string()),
             scopes: Vec::new(),
+            token_limits: TokenLimits::default(),
         });
     }
     let lookup = issued::Settings {
@@ -130,6 +131,10 @@ fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, D
             tier: key.tier.into(),
             key_id: Some(key.key_id),
             scopes: without_reserved(key.scopes),
+            token_limits: TokenLimits {
+                key: key.token_limits.key,
+                user: key.token_limits.user,
+            },
         }),
         Ok(None) => Err(unauthorized(
             "Incorrect API key provided.",
@@ -168,6 +173,7 @@ fn from_jwt(token: &str) -> Result<Principal, Denial> {
         tier,
         key_id: Some(verified.key_id),
         scopes: without_reserved(verified.scopes),
+        token_limits: TokenLimits::default(),
     })
 }
 
@@ -179,6 +185,7 @@ fn anonymous(head: &RequestHead, settings: &AuthSettings) -> Option<Principal> {
         tier: Tier::Free,
         key_id: None,
         scopes: vec![identity::ANONYMOUS_SCOPE.to_string()],
+        token_limits: TokenLimits::default(),
     })
 }
 

@@ -1,15 +1,18 @@
-//! The edge entry point: runs auth -> rate limit -> cache, then forwards misses
-//! to the origin with the principal signed (see `sluice_core::edge_signature`).
-//! Origin responses the cache will not keep (streams above all) are relayed
-//! chunk by chunk as they arrive; only cacheable ones are read whole.
+//! The edge entry point: runs auth -> rate limit -> cache -> token limits, then
+//! forwards misses to the origin with the principal signed (see
+//! `sluice_core::edge_signature`). Origin responses the cache will not keep
+//! (streams above all) are relayed chunk by chunk as they arrive; only
+//! cacheable ones are read whole. Token limits come after the cache, so a hit
+//! costs no tokens; a charged request is settled to the usage the answer
+//! reports once it has ended (`sluice_core::usage_report`).
 //!
 //! Variables: `origin_url` (scheme://host:port, no trailing slash) and
 //! `edge_secret` (shared with the origin).
 
 use futures::{SinkExt, StreamExt};
-use sluice_core::edge_signature;
-use sluice_core::settings::OriginSettings;
-use spin_sdk::http::conversions::TryFromIncomingRequest;
+use sluice_core::cors::CorsSettings;
+use sluice_core::settings::{ClientIpSettings, OriginSettings, RequestLimits};
+use sluice_core::{client_ip, edge_signature, usage_report};
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingResponse, Request, Response, ResponseOutparam,
 };
@@ -26,7 +29,7 @@ spin_sdk::wit_bindgen::generate!({
 
 use sluice::auth::auth;
 use sluice::cache::cache::{self, LookupResult};
-use sluice::rate_limit::rate_limit;
+use sluice::rate_limit::rate_limit::{self, TokenCharge};
 use sluice_edge_shared::types::{Denial, Principal, RequestHead};
 
 type Headers = Vec<(String, String)>;
@@ -45,6 +48,7 @@ const STRIPPED_REQUEST_HEADERS: &[&str] = &[
     "upgrade",
     "proxy-authorization",
     "spin-client-addr",
+    usage_report::REQUEST_HEADER,
     edge_signature::IDENTITY_HEADER,
     edge_signature::TIMESTAMP_HEADER,
     edge_signature::SIGNATURE_HEADER,
@@ -65,7 +69,17 @@ enum Reply {
     Relay {
         head: Response,
         origin: IncomingResponse,
+        tokens: Option<Settlement>,
     },
+}
+
+/// A token charge to settle once a relayed answer has ended.
+struct Settlement {
+    charge: TokenCharge,
+    /// What the response head said (a non-streamed answer's usage).
+    used: Option<u64>,
+    /// An event stream whose usage comes in its closing comment.
+    stream: bool,
 }
 
 impl From<Response> for Reply {
@@ -76,20 +90,31 @@ impl From<Response> for Reply {
 
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let reply = match Request::try_from_incoming_request(incoming).await {
-        Ok(req) if is_anthropic_route(req.path()) => in_anthropic_shape(gateway(req).await),
-        Ok(req) => gateway(req).await,
-        Err(e) => Reply::Whole(from_denial(
-            Denial::openai(
-                400,
-                &format!("Could not read the request: {e}"),
-                "invalid_request_error",
-                None,
-                None,
-            ),
-            Vec::new(),
-        )),
+    let path = incoming.path_with_query().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default().to_string();
+    let browser_origin = incoming
+        .headers()
+        .get("origin")
+        .into_iter()
+        .next()
+        .and_then(|v| String::from_utf8(v).ok());
+    let reply = match entry(incoming, browser_origin.as_deref()).await {
+        Ok(reply) => reply,
+        Err(denial) => Reply::Whole(from_denial(denial, Vec::new())),
     };
+    let mut reply = if is_anthropic_route(&path) {
+        in_anthropic_shape(reply)
+    } else {
+        reply
+    };
+    if let Some(origin) = &browser_origin
+        && let Ok(cors) = CorsSettings::load(variable)
+    {
+        let head = match &mut reply {
+            Reply::Whole(response) | Reply::Relay { head: response, .. } => response,
+        };
+        with_headers(head, cors.response_headers(origin));
+    }
     match reply {
         Reply::Whole(mut response) => {
             let body = std::mem::take(response.body_mut());
@@ -98,7 +123,135 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
                 let _ = out.set_with_body(head, body).await;
             }
         }
-        Reply::Relay { head, origin } => relay(head, origin, out).await,
+        Reply::Relay {
+            head,
+            origin,
+            tokens,
+        } => relay(head, origin, tokens, out).await,
+    }
+}
+
+/// Reads the request within the configured bounds and answers a CORS
+/// preflight; everything else goes through [`gateway`].
+async fn entry(incoming: IncomingRequest, browser_origin: Option<&str>) -> Result<Reply, Denial> {
+    let settings_error =
+        |e: sluice_core::settings::SettingsError| Denial::server_error(&e.to_string());
+    let limits = RequestLimits::load(variable).map_err(settings_error)?;
+    let cors = CorsSettings::load(variable).map_err(settings_error)?;
+    let preflight = incoming.method() == spin_sdk::http::Method::Options
+        && !incoming
+            .headers()
+            .get("access-control-request-method")
+            .is_empty();
+    if let (true, true, Some(origin)) = (preflight, cors.enabled(), browser_origin) {
+        let asked = incoming
+            .headers()
+            .get("access-control-request-headers")
+            .into_iter()
+            .filter_map(|v| String::from_utf8(v).ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Browsers send no credentials on a preflight, so it is answered
+        // before auth; the request it clears is checked as usual.
+        return match cors.preflight(origin, Some(&asked)) {
+            Some(headers) => Ok(respond(204, headers, Vec::new(), Vec::new()).into()),
+            None => Err(Denial::openai(
+                403,
+                &format!("Origin {origin} is not allowed to call this API."),
+                "invalid_request_error",
+                Some("origin_not_allowed"),
+                None,
+            )),
+        };
+    }
+    let req = read_request(incoming, &limits).await?;
+    Ok(gateway(req).await)
+}
+
+/// The request with its body, refused as soon as it is over a bound: too
+/// many or too large headers (431), or a body over `max_request_body_bytes`
+/// (413), declared by `Content-Length` or found while reading a streamed one,
+/// whose rest is then never read.
+async fn read_request(
+    incoming: IncomingRequest,
+    limits: &RequestLimits,
+) -> Result<Request, Denial> {
+    let entries = incoming.headers().entries();
+    let header_bytes: usize = entries.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if entries.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+        return Err(Denial::openai(
+            431,
+            &format!(
+                "Request headers are over the limit ({} headers, {} bytes; at most {} and {}).",
+                entries.len(),
+                header_bytes,
+                limits.max_headers,
+                limits.max_header_bytes
+            ),
+            "invalid_request_error",
+            Some("request_header_fields_too_large"),
+            None,
+        ));
+    }
+    let too_large = || {
+        Denial::openai(
+            413,
+            &format!(
+                "Request body is over the limit of {} bytes.",
+                limits.max_body_bytes
+            ),
+            "invalid_request_error",
+            Some("request_too_large"),
+            None,
+        )
+    };
+    let declared = entries
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limits.max_body_bytes) {
+        return Err(too_large());
+    }
+    let mut builder = Request::builder();
+    builder
+        .method(incoming.method())
+        .uri(incoming.uri())
+        .headers(incoming.headers());
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    let mut chunks = incoming.into_body_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            Denial::openai(
+                400,
+                &format!("Could not read the request: {}", e.to_debug_string()),
+                "invalid_request_error",
+                None,
+                None,
+            )
+        })?;
+        if body.len() + chunk.len() > limits.max_body_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(builder.body(body).build())
+}
+
+fn variable(name: &str) -> Option<String> {
+    config::get(name).ok().flatten()
+}
+
+/// Adds `extra` to a response's headers; `Vary` joins the one already there.
+fn with_headers(response: &mut Response, extra: Headers) {
+    for (name, value) in extra {
+        let value = match (
+            name.as_str(),
+            response.header(&name).and_then(|v| v.as_str()),
+        ) {
+            ("vary", Some(existing)) => format!("{existing}, {value}"),
+            _ => value,
+        };
+        response.set_header(name, value);
     }
 }
 
@@ -125,18 +278,52 @@ fn in_anthropic_shape(reply: Reply) -> Reply {
 
 /// Sends the origin's body on as each chunk arrives. If the client leaves, the
 /// origin response is dropped, which closes the origin connection and so
-/// cancels the upstream call behind it.
-async fn relay(head: Response, origin: IncomingResponse, out: ResponseOutparam) {
+/// cancels the upstream call behind it (and a token charge keeps its
+/// estimate: what the call used is not known).
+async fn relay(
+    head: Response,
+    origin: IncomingResponse,
+    tokens: Option<Settlement>,
+    out: ResponseOutparam,
+) {
     let Ok(head) = OutgoingResponse::try_from(head) else {
         return;
     };
     let mut sink = head.take_body();
     out.set(head);
     let mut chunks = origin.take_body_stream();
-    while let Some(Ok(chunk)) = chunks.next().await {
-        if sink.send(chunk).await.is_err() {
+    let mut stripper = tokens
+        .as_ref()
+        .filter(|t| t.stream)
+        .map(|_| usage_report::Stripper::default());
+    let mut complete = true;
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            complete = false;
+            break;
+        };
+        let chunk = match &mut stripper {
+            Some(stripper) => stripper.feed(&chunk),
+            None => chunk,
+        };
+        if !chunk.is_empty() && sink.send(chunk).await.is_err() {
+            complete = false;
             break;
         }
+    }
+    let mut reported = None;
+    if let (Some(stripper), true) = (stripper, complete) {
+        let (rest, tokens) = stripper.finish();
+        reported = tokens;
+        if !rest.is_empty() {
+            let _ = sink.send(rest).await;
+        }
+    }
+    if let Some(tokens) = tokens
+        && complete
+        && let Some(used) = reported.or(tokens.used)
+    {
+        rate_limit::settle_tokens(&tokens.charge, used);
     }
 }
 
@@ -164,13 +351,17 @@ async fn gateway(req: Request) -> Reply {
             Vec::new(),
         ));
     }
-    let head = request_head(&req);
+    let client = match ClientIpSettings::load(|name| config::get(name).ok().flatten()) {
+        Ok(client) => client,
+        Err(e) => return from_denial(Denial::server_error(&e.to_string()), Vec::new()).into(),
+    };
+    let head = request_head(&req, &client);
 
     let who = match auth::authenticate(&head) {
         Ok(who) => who,
         Err(denial) => return from_denial(denial, Vec::new()).into(),
     };
-    let limit_headers = match rate_limit::check(&who, &head) {
+    let mut limit_headers = match rate_limit::check(&who, &head) {
         Ok(headers) => headers,
         Err(denial) => return from_denial(denial, Vec::new()).into(),
     };
@@ -190,9 +381,30 @@ async fn gateway(req: Request) -> Reply {
         LookupResult::Bypass(ticket) => ticket.map(|t| (t, "BYPASS")),
     };
 
-    let upstream = match forward(req, head.headers, &who).await {
+    let charge = match rate_limit::admit_tokens(&who, &head, req.body()) {
+        Ok(admission) => {
+            limit_headers = joined(limit_headers, admission.headers);
+            admission.charge
+        }
+        Err(mut denial) => {
+            denial.headers = joined(limit_headers, denial.headers);
+            return from_denial(denial, Vec::new()).into();
+        }
+    };
+
+    let forwarded_for = Forwarded {
+        client_ip: head.client_ip.clone(),
+        client_ip_header: client.header.name().to_string(),
+        report_usage: charge.is_some(),
+    };
+    let upstream = match forward(req, head.headers, &who, forwarded_for).await {
         Ok(response) => response,
-        Err(message) => return origin_failed(&message, limit_headers).into(),
+        Err(message) => {
+            if let Some(charge) = &charge {
+                rate_limit::settle_tokens(charge, 0);
+            }
+            return origin_failed(&message, limit_headers).into();
+        }
     };
     let status = upstream.status();
     let headers: Headers = upstream
@@ -203,12 +415,22 @@ async fn gateway(req: Request) -> Reply {
         .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
         .collect();
 
+    let used = reported_tokens(status, &headers);
+    let stream = headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
     let Some((ticket, label)) = ticket else {
+        let tokens = charge.map(|charge| Settlement {
+            charge,
+            used,
+            stream,
+        });
         let mut headers = headers;
         headers.push(("x-cache".into(), "BYPASS".into()));
         return Reply::Relay {
             head: respond(status, headers, limit_headers, Vec::new()),
             origin: upstream,
+            tokens,
         };
     };
     // Cacheable: read it whole, offer it to the cache (which borrows it), take it back.
@@ -219,6 +441,21 @@ async fn gateway(req: Request) -> Reply {
             return origin_failed(&message, limit_headers).into();
         }
     };
+    // A stream read whole (a conversation turn, whose write must be seen
+    // before the cache is invalidated) has its usage comment taken out here.
+    let (body, used) = match (&charge, stream) {
+        (Some(_), true) => {
+            let mut stripper = usage_report::Stripper::default();
+            let mut kept = stripper.feed(&body);
+            let (rest, reported) = stripper.finish();
+            kept.extend(rest);
+            (kept, reported.or(used))
+        }
+        _ => (body, used),
+    };
+    if let (Some(charge), Some(used)) = (&charge, used) {
+        rate_limit::settle_tokens(charge, used);
+    }
     let offered = cache::Response {
         status,
         headers,
@@ -233,6 +470,39 @@ async fn gateway(req: Request) -> Reply {
     let mut headers = offered.headers;
     headers.push(("x-cache".into(), label.into()));
     respond(status, headers, limit_headers, offered.body).into()
+}
+
+/// The tokens an answer's head says it used: its `x-sluice-total-tokens`;
+/// none for an origin semantic-cache hit or a refusal (no model call); `None`
+/// when it does not say (a stream says at its end; a queued job never does).
+fn reported_tokens(status: u16, headers: &Headers) -> Option<u64> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(total) = header("x-sluice-total-tokens").and_then(|v| v.parse().ok()) {
+        return Some(total);
+    }
+    let semantic_hit = header("x-sluice-semantic-cache").is_some_and(|v| v == "hit");
+    (semantic_hit || status >= 400).then_some(0)
+}
+
+/// Rate-limit headers of request and token policies together: the IETF
+/// fields are lists, so two policies' items join in one field.
+fn joined(mut headers: Headers, more: Headers) -> Headers {
+    for (name, value) in more {
+        let list = matches!(name.as_str(), "ratelimit-policy" | "ratelimit");
+        match headers.iter_mut().find(|(n, _)| list && *n == name) {
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            None => headers.push((name, value)),
+        }
+    }
+    headers
 }
 
 /// Admin purge of edge cache entries; the cache lives here, so the edge answers
@@ -294,7 +564,9 @@ fn purge(req: &Request, limit_headers: Headers) -> Response {
     }
 }
 
-fn request_head(req: &Request) -> RequestHead {
+/// The request as the policies see it; its client address is the peer's, or
+/// what a trusted proxy in front says (`sluice_core::client_ip`).
+fn request_head(req: &Request, client: &ClientIpSettings) -> RequestHead {
     let headers: Headers = req
         .headers()
         .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), value.as_str()?.to_string())))
@@ -302,12 +574,9 @@ fn request_head(req: &Request) -> RequestHead {
     let client_ip = headers
         .iter()
         .find(|(n, _)| n == "spin-client-addr")
-        .map(|(_, v)| {
-            // `ip:port` or `[v6]:port`.
-            v.rsplit_once(':')
-                .map(|(ip, _)| ip.trim_matches(['[', ']']))
-                .unwrap_or(v)
-                .to_string()
+        .and_then(|(_, v)| client_ip::parse_address(v))
+        .map(|peer| {
+            client_ip::resolve(peer, &headers, &client.trusted_proxies, &client.header).to_string()
         });
     let query = Some(req.query())
         .filter(|q| !q.is_empty())
@@ -323,10 +592,20 @@ fn request_head(req: &Request) -> RequestHead {
 
 /// Sends the request to the origin with the principal signed. `headers` are the
 /// request's, already lower-cased by `request_head`.
+/// What the edge tells the origin beside the client's own headers.
+struct Forwarded {
+    /// The client as resolved here: the origin's one `X-Forwarded-For`.
+    client_ip: Option<String>,
+    /// Where a trusted proxy named the client (not forwarded: resolved here).
+    client_ip_header: String,
+    report_usage: bool,
+}
+
 async fn forward(
     req: Request,
     headers: Headers,
     who: &Principal,
+    forwarded: Forwarded,
 ) -> Result<IncomingResponse, String> {
     let origin =
         OriginSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| e.to_string())?;
@@ -339,22 +618,22 @@ async fn forward(
         sluice_edge_shared::unix_now(),
         &who.identity().encode(),
     );
-    let client_addr = headers
-        .iter()
-        .find(|(name, _)| name == "spin-client-addr")
-        .map(|(_, value)| value.clone());
-
     let mut builder = Request::builder();
     builder
         .method(req.method().clone())
         .uri(format!("{}{path_and_query}", origin.origin_url));
     for (name, value) in headers {
-        if !STRIPPED_REQUEST_HEADERS.contains(&name.as_str()) {
+        let proxy_header = matches!(name.as_str(), "x-forwarded-for" | "forwarded")
+            || name == forwarded.client_ip_header;
+        if !proxy_header && !STRIPPED_REQUEST_HEADERS.contains(&name.as_str()) {
             builder.header(name, value);
         }
     }
-    if let Some(addr) = client_addr {
-        builder.header("x-forwarded-for", addr);
+    if let Some(ip) = forwarded.client_ip {
+        builder.header("x-forwarded-for", ip);
+    }
+    if forwarded.report_usage {
+        builder.header(usage_report::REQUEST_HEADER, "1");
     }
     for (name, value) in signed {
         builder.header(name, value);

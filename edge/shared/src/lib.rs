@@ -39,8 +39,26 @@ impl Denial {
     /// 429 in OpenAI's rate-limit shape, with `Retry-After` and the
     /// rate-limit headers of the policies that applied.
     pub fn rate_limited(retry_after_seconds: u64, headers: Vec<(String, String)>) -> Denial {
-        let mut denial = Denial::json(429, errors::rate_limited(retry_after_seconds).to_string())
-            .with_header("retry-after", &retry_after_seconds.to_string());
+        Denial::json(429, errors::rate_limited(retry_after_seconds).to_string())
+            .limited(retry_after_seconds, headers)
+    }
+
+    /// 429 for a token limit, in the shape OpenAI's own token limits answer
+    /// (`type: tokens`), naming the limit, what is left and what was asked.
+    pub fn tokens_limited(
+        message: &str,
+        retry_after_seconds: u64,
+        headers: Vec<(String, String)>,
+    ) -> Denial {
+        Denial::json(
+            429,
+            errors::tokens_limited(message, retry_after_seconds).to_string(),
+        )
+        .limited(retry_after_seconds, headers)
+    }
+
+    fn limited(self, retry_after_seconds: u64, headers: Vec<(String, String)>) -> Denial {
+        let mut denial = self.with_header("retry-after", &retry_after_seconds.to_string());
         denial.headers.extend(headers);
         denial
     }
@@ -55,6 +73,19 @@ impl Denial {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.into_bytes(),
+        }
+    }
+}
+
+#[expect(
+    clippy::derivable_impls,
+    reason = "wit-bindgen generates the type; a derive would apply to every type it generates"
+)]
+impl Default for types::TokenLimits {
+    fn default() -> types::TokenLimits {
+        types::TokenLimits {
+            key: None,
+            user: None,
         }
     }
 }

@@ -249,6 +249,7 @@ impl GenerationService {
                     deployment: metered.deployment,
                     attempts: metered.attempts,
                     budget: metered.budget,
+                    usage: metered.usage,
                 })
             }
         }

@@ -11,6 +11,7 @@ pub mod render;
 pub mod semantic;
 pub mod stream;
 pub mod usage;
+pub mod usage_report;
 
 use crate::budgets::{BudgetError, Budgets, Hold, Payer, Remaining};
 use crate::config::Config;
@@ -164,6 +165,23 @@ pub struct Streamed<T = ChatChunk> {
     pub attempts: u32,
     /// For a stream, `remaining` is as it stood before the call.
     pub budget: BudgetNote,
+    /// The usage recorded when the stream ended, for the edge's token limits.
+    pub usage: UsageCell,
+}
+
+/// Filled once, with the usage recorded when a stream ends (reported, or
+/// estimated when it ended early); read after its last event.
+#[derive(Debug, Clone, Default)]
+pub struct UsageCell(Arc<std::sync::OnceLock<Usage>>);
+
+impl UsageCell {
+    pub fn get(&self) -> Option<Usage> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, usage: Usage) {
+        let _ = self.0.set(usage);
+    }
 }
 
 /// Embeddings with their usage recorded.
@@ -407,13 +425,16 @@ impl GenerationService {
             completion_estimate: 0,
             content_chunks: 0,
             usage: None,
+            recorded: UsageCell::default(),
             log: self.usage.clone(),
         };
+        let usage = meter.recorded.clone();
         Streamed {
             events: Box::pin(futures::stream::unfold(meter, Meter::next)),
             deployment: served.deployment,
             attempts: served.attempts,
             budget,
+            usage,
         }
     }
 
@@ -495,6 +516,7 @@ struct Meter<T> {
     /// Chunks that carried generated text.
     content_chunks: u32,
     usage: Option<Usage>,
+    recorded: UsageCell,
     log: UsageLog,
 }
 
@@ -558,6 +580,7 @@ impl<T: Metered> Meter<T> {
 
     async fn finish(&mut self, ended_early: bool) -> Usage {
         let (usage, estimated) = self.usage_so_far(ended_early);
+        self.recorded.set(usage);
         let Some(hold) = self.hold.take() else {
             return usage;
         };

@@ -8,7 +8,7 @@
 //! SDKs raise it); it is never retried.
 
 use crate::generation::render::{budget_headers, route_headers};
-use crate::generation::{GenerationEvent, Streamed};
+use crate::generation::{GenerationEvent, Streamed, UsageCell};
 use crate::openai::ChatChunk;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
@@ -110,24 +110,27 @@ impl Relaying {
 /// The SSE response for `streamed`.
 pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
-    let budget = streamed.budget.clone();
+    let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
     let relaying = Relaying {
         text: relay.on_end.as_ref().map(|_| String::new()),
         relay,
         streamed: Some(streamed),
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    let mut response = event_stream_response(body, &deployment, attempts);
+    let mut response = event_stream_response(body, &deployment, attempts, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }
 
 /// A server-sent-event response of `body`, unbuffered, with the route's
-/// headers: every streamed surface (chat, Messages) answers through it.
+/// headers: every streamed surface (chat, Messages, Responses) answers
+/// through it. `usage` rides along as a response extension for
+/// [`crate::generation::usage_report`].
 pub fn event_stream_response(
     body: impl futures::Stream<Item = Bytes> + Send + 'static,
     deployment: &crate::routing::Deployment,
     attempts: u32,
+    usage: UsageCell,
 ) -> Response {
     let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
     let headers = response.headers_mut();
@@ -139,5 +142,6 @@ pub fn event_stream_response(
     // Tells nginx-style proxies in front not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     route_headers(headers, deployment, attempts);
+    response.extensions_mut().insert(usage);
     response
 }

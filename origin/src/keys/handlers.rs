@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,14 +21,15 @@ where
 {
     Router::new()
         .route("/v1/admin/keys", post(create_key).get(list_keys))
-        .route("/v1/admin/keys/{id}", delete(revoke_key))
+        .route("/v1/admin/keys/{id}", delete(revoke_key).patch(update_key))
+        .route("/v1/admin/users/{subject}", patch(update_user))
         .route("/internal/v1/keys/{hash}", get(lookup_key))
 }
 
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> ApiError {
         match e {
-            KeyError::NotFound => ApiError::NotFound,
+            KeyError::NotFound | KeyError::NoSuchUser => ApiError::NotFound,
             KeyError::Sql(e) => ApiError::Database(Box::new(e)),
         }
     }
@@ -43,6 +44,21 @@ pub struct CreateKey {
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
+    /// The key's own token limit, `N/period[;burst=B]` or `unlimited`.
+    token_limit: Option<String>,
+}
+
+/// A token limit as the edge will read it: `N/period[;burst=B][;fail=...]`
+/// or `unlimited` (a user's `unlimited` lifts the tier's).
+fn valid_token_limit(limit: Option<&str>) -> Result<Option<&str>, ApiError> {
+    let Some(limit) = limit.map(str::trim) else {
+        return Ok(None);
+    };
+    sluice_core::rate_policy::PolicySpec::parse(limit).map_err(|e| ApiError::InvalidRequest {
+        message: format!("`token_limit`: {e}."),
+        param: Some("token_limit".into()),
+    })?;
+    Ok(Some(limit))
 }
 
 /// `POST /v1/admin/keys`: 201 with the key, shown this once.
@@ -76,6 +92,7 @@ pub async fn create_key(
             tier: body.tier,
             name: &body.name,
             scopes: &body.scopes,
+            token_limit: valid_token_limit(body.token_limit.as_deref())?,
         })
         .await?;
     tracing::info!(event = "api_key_created", key_id = %created.info.id, subject = %created.info.subject, by = %who.sub);
@@ -112,6 +129,45 @@ pub async fn revoke_key(
     Ok(Json(json!({ "revoked": true, "key": key })))
 }
 
+/// What `PATCH` changes on a key or a user: its own token limit (`null`
+/// clears it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTokenLimit {
+    token_limit: Option<String>,
+}
+
+/// `PATCH /v1/admin/keys/{id}`: reaches the edge within its key cache time.
+pub async fn update_key(
+    State(keys): State<KeyStore>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: Result<Json<SetTokenLimit>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&who)?;
+    let Json(body) = body?;
+    let limit = valid_token_limit(body.token_limit.as_deref())?;
+    let key = keys.set_key_token_limit(&id, limit).await?;
+    tracing::info!(event = "api_key_token_limit_set", key_id = %key.id, limit = ?limit, by = %who.sub);
+    Ok(Json(json!({ "key": key })))
+}
+
+/// `PATCH /v1/admin/users/{subject}`: the user's own token limit, which
+/// replaces its tier's for every key of the user.
+pub async fn update_user(
+    State(keys): State<KeyStore>,
+    Extension(who): Extension<Identity>,
+    Path(subject): Path<String>,
+    body: Result<Json<SetTokenLimit>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&who)?;
+    let Json(body) = body?;
+    let limit = valid_token_limit(body.token_limit.as_deref())?;
+    let user = keys.set_user_token_limit(&subject, limit).await?;
+    tracing::info!(event = "user_token_limit_set", subject = %user.subject, limit = ?limit, by = %who.sub);
+    Ok(Json(json!({ "user": user })))
+}
+
 /// `GET /internal/v1/keys/{hash}`: the edge's lookup of a presented key. Only
 /// the edge's own calls carry the internal scope (the gateway never forwards
 /// `/internal/` paths), so clients cannot probe hashes here.
@@ -132,5 +188,6 @@ pub async fn lookup_key(
         "tier": key.tier,
         "key_id": key.id,
         "scopes": key.scopes,
+        "token_limits": { "key": key.token_limit, "user": key.user_token_limit },
     })))
 }

@@ -16,6 +16,8 @@ pub enum KeyError {
     Sql(#[from] sqlx::Error),
     #[error("no such key")]
     NotFound,
+    #[error("no such user")]
+    NoSuchUser,
 }
 
 /// What the admin API shows of a key: never the key or its hash.
@@ -28,6 +30,18 @@ pub struct KeyInfo {
     pub scopes: Vec<String>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// The key's own token limit (enforced at the edge).
+    pub token_limit: Option<String>,
+    /// Its user's own token limit, which replaces the tier's.
+    pub user_token_limit: Option<String>,
+}
+
+/// A user as the token-limit admin API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserInfo {
+    pub subject: String,
+    pub tier: Tier,
+    pub token_limit: Option<String>,
 }
 
 /// A new key: the only time `key` exists outside the client.
@@ -44,6 +58,7 @@ pub struct NewKey<'a> {
     pub tier: Option<Tier>,
     pub name: &'a str,
     pub scopes: &'a [String],
+    pub token_limit: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -65,8 +80,8 @@ fn tier_of(name: &str) -> Tier {
     Tier::parse(name).unwrap_or(Tier::Free)
 }
 
-const KEY_COLUMNS: &str =
-    "k.id, k.subject, u.tier, k.name, k.scopes, k.created_at_ms, k.revoked_at_ms";
+const KEY_COLUMNS: &str = "k.id, k.subject, u.tier, k.name, k.scopes, k.created_at_ms, \
+     k.revoked_at_ms, k.token_limit, u.token_limit AS user_token_limit";
 
 fn info(row: &sqlx::any::AnyRow) -> Result<KeyInfo, sqlx::Error> {
     let scopes: String = row.try_get("scopes")?;
@@ -78,6 +93,8 @@ fn info(row: &sqlx::any::AnyRow) -> Result<KeyInfo, sqlx::Error> {
         scopes: scopes.split_whitespace().map(str::to_string).collect(),
         created_at_ms: row.try_get("created_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
+        token_limit: row.try_get("token_limit")?,
+        user_token_limit: row.try_get("user_token_limit")?,
     })
 }
 
@@ -116,8 +133,8 @@ impl KeyStore {
             }
         }
         sqlx::query(
-            "INSERT INTO api_keys (id, key_hash, subject, name, scopes, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, key_hash, subject, name, scopes, created_at_ms, token_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(&hash)
@@ -125,6 +142,7 @@ impl KeyStore {
         .bind(new.name)
         .bind(new.scopes.join(" "))
         .bind(now)
+        .bind(new.token_limit)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(&format!(
@@ -176,6 +194,50 @@ impl KeyStore {
         .await?
         .ok_or(KeyError::NotFound)?;
         Ok(info(&row)?)
+    }
+
+    /// Sets (or with `None` clears) a key's own token limit.
+    pub async fn set_key_token_limit(
+        &self,
+        id: &str,
+        limit: Option<&str>,
+    ) -> Result<KeyInfo, KeyError> {
+        sqlx::query("UPDATE api_keys SET token_limit = $1 WHERE id = $2")
+            .bind(limit)
+            .bind(id)
+            .execute(&self.db)
+            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.subject = k.subject WHERE k.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?
+        .ok_or(KeyError::NotFound)?;
+        Ok(info(&row)?)
+    }
+
+    /// Sets (or with `None` clears) a user's own token limit.
+    pub async fn set_user_token_limit(
+        &self,
+        subject: &str,
+        limit: Option<&str>,
+    ) -> Result<UserInfo, KeyError> {
+        sqlx::query("UPDATE users SET token_limit = $1 WHERE subject = $2")
+            .bind(limit)
+            .bind(subject)
+            .execute(&self.db)
+            .await?;
+        let row = sqlx::query("SELECT subject, tier, token_limit FROM users WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.db)
+            .await?
+            .ok_or(KeyError::NoSuchUser)?;
+        Ok(UserInfo {
+            subject: row.try_get("subject")?,
+            tier: tier_of(&row.try_get::<String, _>("tier")?),
+            token_limit: row.try_get("token_limit")?,
+        })
     }
 
     /// The active (not revoked) key with this hash, for the edge.

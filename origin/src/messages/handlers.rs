@@ -137,7 +137,7 @@ fn sse_event(event: &SseEvent) -> Bytes {
 /// an `error` event, as Anthropic sends one.
 fn sse_response(streamed: Streamed<SseEvent>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
-    let budget = streamed.budget.clone();
+    let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
     let body = streamed.events.filter_map(|event| async move {
         match event {
             GenerationEvent::Chunk(event) => Some(sse_event(&event)),
@@ -155,7 +155,7 @@ fn sse_response(streamed: Streamed<SseEvent>) -> Response {
             GenerationEvent::Done { .. } => None,
         }
     });
-    let mut response = event_stream_response(body, &deployment, attempts);
+    let mut response = event_stream_response(body, &deployment, attempts, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }

@@ -195,7 +195,7 @@ impl Relaying {
 
 fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Keep>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
-    let budget = streamed.budget.clone();
+    let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
     let relaying = Relaying {
         pending: events.start().into(),
         events,
@@ -203,7 +203,7 @@ fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Kee
         keep,
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    let mut response = event_stream_response(body, &deployment, attempts);
+    let mut response = event_stream_response(body, &deployment, attempts, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }
