@@ -8,6 +8,13 @@
 //! stored under the old one becomes unreachable at once, in every instance.
 //! Versions come from the clock (`max(current + 1, now_ms)`), so a version
 //! that was evicted never comes back lower than one already used.
+//!
+//! When L2 cannot be reached, L1 keeps serving, bounded and with its TTL,
+//! under the last version this instance saw (or one of its own), and this
+//! instance's writes raise that local version, so it never serves its own
+//! stale entries; other instances' writes in the meantime are seen once their
+//! entries here expire (at most `ttl_secs`). When L2 answers again, L1 starts
+//! over, since it may hold entries L2's versions no longer vouch for.
 
 use crate::clock::now_ms;
 use crate::config::CacheConfig;
@@ -66,7 +73,8 @@ struct L2 {
 struct Inner {
     enabled: bool,
     l1: moka::future::Cache<String, Bytes>,
-    /// Scope versions when there is no L2 (with L2, Redis holds them).
+    /// Scope versions without L2; with L2 (which holds them), the last seen
+    /// and any raised while it was unreachable.
     versions: moka::sync::Cache<String, u64>,
     l2: Option<L2>,
     ttl: Duration,
@@ -144,7 +152,12 @@ impl OriginCache {
         match result {
             Ok(value) => {
                 if !l2.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!(event = "origin_cache_l2_up", "redis cache reachable again");
+                    self.inner.l1.invalidate_all();
+                    self.inner.versions.invalidate_all();
+                    tracing::info!(
+                        event = "origin_cache_l2_up",
+                        "redis cache reachable again; L1 starts over"
+                    );
                 }
                 Some(value)
             }
@@ -163,12 +176,13 @@ impl OriginCache {
         }
     }
 
-    /// The scope's current version; `None` when L2 is unreachable, in which
-    /// case nothing may be cached (another instance may have raised it).
+    /// The scope's current version: L2's, else (without L2, or while it is
+    /// unreachable) this instance's own.
     async fn version(&self, scope: &str) -> Option<u64> {
         let now = u64::try_from(now_ms()).unwrap_or(0);
+        let local = || Some(self.inner.versions.get_with(scope.to_string(), || now));
         let Some(l2) = &self.inner.l2 else {
-            return Some(self.inner.versions.get_with(scope.to_string(), || now));
+            return local();
         };
         let key = self.version_key(scope);
         let mut connection = l2.connection.clone();
@@ -176,22 +190,40 @@ impl OriginCache {
             .arg(&key)
             .query_async(&mut connection)
             .await;
-        match self.observe(current)? {
+        let Some(current) = self.observe(current) else {
+            return local();
+        };
+        let version = match current {
             Some(version) => Some(version),
             None => self.raise(scope).await,
+        };
+        if let Some(version) = version
+            && self.inner.versions.get(scope) != Some(version)
+        {
+            // What L1 goes on with should L2 become unreachable.
+            self.inner.versions.insert(scope.to_string(), version);
         }
+        version
     }
 
+    /// Raises this instance's own version of `scope`.
+    fn raise_local(&self, scope: &str) -> u64 {
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        let next = self
+            .inner
+            .versions
+            .get(scope)
+            .map_or(now, |current| (current + 1).max(now));
+        self.inner.versions.insert(scope.to_string(), next);
+        next
+    }
+
+    /// Raises the scope's version in L2 (`None` when unreachable: then only
+    /// this instance's own version is raised).
     async fn raise(&self, scope: &str) -> Option<u64> {
         let now = u64::try_from(now_ms()).unwrap_or(0);
         let Some(l2) = &self.inner.l2 else {
-            let next = self
-                .inner
-                .versions
-                .get(scope)
-                .map_or(now, |current| (current + 1).max(now));
-            self.inner.versions.insert(scope.to_string(), next);
-            return Some(next);
+            return Some(self.raise_local(scope));
         };
         // Versions outlive the entries they guard by far, so none is
         // forgotten while an entry stored under it can still be read.
@@ -203,7 +235,11 @@ impl OriginCache {
             .arg(u64::try_from(keep_ms).unwrap_or(u64::MAX))
             .invoke_async(&mut l2.connection.clone())
             .await;
-        self.observe(raised)
+        let raised = self.observe(raised);
+        if raised.is_none() {
+            self.raise_local(scope);
+        }
+        raised
     }
 
     /// Makes every entry of `scope` stale, here and in every other instance.
