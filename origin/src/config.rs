@@ -77,6 +77,9 @@ pub struct SimulatedConfig {
     /// Share of calls (0-1) that get 429 with `Retry-After: retry_after_secs`.
     pub rate_limit_rate: f64,
     pub retry_after_secs: u64,
+    /// Fault injection: a non-streamed call whose last user message
+    /// contains this text panics (supervision tests). Off when unset.
+    pub panic_on: Option<String>,
 }
 
 impl Default for SimulatedConfig {
@@ -87,6 +90,7 @@ impl Default for SimulatedConfig {
             error_rate: 0.0,
             rate_limit_rate: 0.0,
             retry_after_secs: 1,
+            panic_on: None,
         }
     }
 }

@@ -318,6 +318,7 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         error_rate: args.error_rate,
         rate_limit_rate: args.rate_limit_rate,
         retry_after_secs: args.retry_after_secs,
+        panic_on: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

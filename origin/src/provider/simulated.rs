@@ -109,6 +109,17 @@ impl Simulated {
         Ok(())
     }
 
+    /// Fault injection (`[simulated] panic_on`): a bug below a handler or a
+    /// worker, for the tests that show the origin survives one.
+    #[expect(clippy::panic, reason = "fault injection: the panic is the feature")]
+    fn injected_panic(&self, request: &ChatRequest) {
+        if let Some(trigger) = self.config.panic_on.as_deref()
+            && last_user_text(request).contains(trigger)
+        {
+            panic!("simulated panic: the prompt contains {trigger:?}");
+        }
+    }
+
     fn token_interval(&self) -> Duration {
         match self.config.tokens_per_second {
             0 => Duration::ZERO,
@@ -240,6 +251,7 @@ impl Provider for Simulated {
     ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         Box::pin(async move {
             self.injected_failure()?;
+            self.injected_panic(request);
             let answer = Simulated::answer(call, request);
             let completion_tokens = answer.tokens().len() as u32;
             self.first_token_delay().await;

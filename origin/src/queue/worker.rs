@@ -2,6 +2,12 @@
 //! claiming, give running jobs the drain time to finish, and release the rest
 //! so another worker picks them up at once instead of after the visibility
 //! timeout.
+//!
+//! Each worker is supervised: a panic (a bug, somewhere below the job) fails
+//! the job it was running as one retryable attempt, so it goes back to the
+//! queue at once (and to the dead-letter queue when it keeps doing that,
+//! instead of taking workers down forever), and the worker starts again after
+//! a backoff that doubles up to 30 s and resets once it has run a minute.
 
 use crate::budgets::{BudgetError, Payer};
 use crate::generation::GenerateError;
@@ -9,7 +15,9 @@ use crate::generation::{Generate, GenerationService, Surface};
 use crate::openai::ChatRequest;
 use crate::queue::store::{Claimed, FailOutcome, JobQueue};
 use crate::routing::RouteError;
+use futures::FutureExt;
 use serde_json::Value;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -166,6 +174,89 @@ impl Runner {
     }
 }
 
+/// First wait after a worker panics; doubled per panic in a row, up to the max.
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A worker that ran this long before it panicked starts again at once.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// One worker, started again whenever it panics, until shutdown.
+async fn supervised(runner: Runner, settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = RESTART_BACKOFF;
+    loop {
+        let started = std::time::Instant::now();
+        let ran = AssertUnwindSafe(worker(&runner, settings, shutdown.clone()))
+            .catch_unwind()
+            .await;
+        let Err(panic) = ran else {
+            return;
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = RESTART_BACKOFF;
+        }
+        tracing::error!(event = "worker_restarted", panic = %panic_message(&panic),
+            backoff_ms = backoff.as_millis() as u64, "a worker panicked; starting it again");
+        metrics::counter!("sluice_queue_worker_restarts_total").increment(1);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping(&mut shutdown) => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// Claims and runs jobs until shutdown.
+async fn worker(runner: &Runner, settings: WorkerSettings, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        match runner.queue.claim().await {
+            Ok(Some(job)) => {
+                let _busy = runner.load.begin();
+                let processed = AssertUnwindSafe(runner.process(
+                    job.clone(),
+                    &mut shutdown,
+                    settings.drain_timeout,
+                ))
+                .catch_unwind()
+                .await;
+                if let Err(panic) = processed {
+                    let message = format!("the worker panicked: {}", panic_message(&panic));
+                    match runner.queue.fail(&job, &message, true).await {
+                        Ok(outcome) => tracing::warn!(event = "job_failed_by_panic",
+                            job = %job.id, outcome = ?outcome, "job"),
+                        Err(e) => tracing::error!(event = "job_store_failed", job = %job.id,
+                            error = %e, "the job comes back after its visibility timeout"),
+                    }
+                    metrics::counter!("sluice_jobs_processed_total", "outcome" => "panicked")
+                        .increment(1);
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = runner.queue.submitted() => {}
+                    _ = tokio::time::sleep(settings.poll_interval) => {}
+                    _ = stopping(&mut shutdown) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "job_claim_failed", error = %e, "queue unavailable");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopping(&mut shutdown) => {}
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// Resolves once shutdown is signalled (or its sender is gone).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -178,34 +269,7 @@ pub async fn run(runner: Runner, settings: WorkerSettings, shutdown: watch::Rece
     let mut tasks = tokio::task::JoinSet::new();
     runner.load.set_total(settings.concurrency);
     for _ in 0..settings.concurrency {
-        let runner = runner.clone();
-        let mut shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            while !*shutdown.borrow() {
-                match runner.queue.claim().await {
-                    Ok(Some(job)) => {
-                        let _busy = runner.load.begin();
-                        runner
-                            .process(job, &mut shutdown, settings.drain_timeout)
-                            .await;
-                    }
-                    Ok(None) => {
-                        tokio::select! {
-                            _ = runner.queue.submitted() => {}
-                            _ = tokio::time::sleep(settings.poll_interval) => {}
-                            _ = stopping(&mut shutdown) => {}
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(event = "job_claim_failed", error = %e, "queue unavailable");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stopping(&mut shutdown) => {}
-                        }
-                    }
-                }
-            }
-        });
+        tasks.spawn(supervised(runner.clone(), settings, shutdown.clone()));
     }
     let queue = runner.queue.clone();
     let mut cleanup_shutdown = shutdown.clone();
