@@ -186,6 +186,10 @@ impl KeyStore {
         .bind(id)
         .execute(&self.db)
         .await?;
+        self.by_id(id).await
+    }
+
+    async fn by_id(&self, id: &str) -> Result<KeyInfo, KeyError> {
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.subject = k.subject WHERE k.id = $1"
         ))
@@ -207,14 +211,7 @@ impl KeyStore {
             .bind(id)
             .execute(&self.db)
             .await?;
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.subject = k.subject WHERE k.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.db)
-        .await?
-        .ok_or(KeyError::NotFound)?;
-        Ok(info(&row)?)
+        self.by_id(id).await
     }
 
     /// Sets (or with `None` clears) a user's own token limit.
