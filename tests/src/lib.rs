@@ -93,6 +93,8 @@ pub struct Options {
     /// How many origin processes to start (1 when 0), on one database: give
     /// `SLUICE_DATABASE__URL` in `origin_env` for a shared Postgres.
     pub origins: usize,
+    /// Further environment for the edge hosts (`SSL_CERT_FILE`, ...).
+    pub host_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -159,6 +161,7 @@ impl Stack {
                 .env("SPIN_VARIABLE_EDGE_SECRET", &secret)
                 .env("SPIN_VARIABLE_ORIGIN_URL", origin)
                 .env("SPIN_VARIABLE_API_KEYS", &keys)
+                .envs(options.host_env.iter().map(|(k, v)| (*k, v)))
                 .stdout(Stdio::null());
             if let Some(path) = &runtime_config {
                 host.arg("--runtime-config-file").arg(path);
@@ -250,16 +253,23 @@ impl Stack {
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
+    /// Further `redis-server` arguments (`--maxmemory`, ...).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("sluice-redis-{:x}", rand_u128()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut server = RedisServer {
             port: free_port(),
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.resume().await;
@@ -284,6 +294,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting redis-server (Debian package redis-server): {e}"));

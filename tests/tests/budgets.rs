@@ -80,6 +80,7 @@ async fn a_team_budget_holds_across_two_edges_and_two_origins() {
             ("SLUICE_DATABASE__MAX_CONNECTIONS", "20".into()),
             ("SLUICE_DATABASE__MIN_CONNECTIONS", "2".into()),
         ],
+        ..Options::default()
     })
     .await;
     let edge = &stack.edges[0];

@@ -880,6 +880,32 @@ async fn deploy_manifests_match_the_binaries() {
     ] {
         assert!(services.contains_key(service), "compose has no {service}");
     }
+    // Every shipped Redis is bounded and evicts the least recently used.
+    let bounded = |args: &Value, name: &str| {
+        let args: Vec<&str> = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+        assert!(after("--maxmemory").is_some(), "{name}: {args:?}");
+        assert_eq!(after("--maxmemory-policy"), Some("allkeys-lru"), "{name}");
+    };
+    bounded(&services["redis"]["command"], "compose redis");
+    let redis = find("StatefulSet", "redis");
+    bounded(
+        &redis["spec"]["template"]["spec"]["containers"][0]["args"],
+        "kubernetes redis",
+    );
+    assert_eq!(find("Service", "redis")["spec"]["ports"][0]["port"], 6379);
+    // The Ingress sends clients to the Service the Spin Operator makes for the edge.
+    let ingress = find("Ingress", "sluice-edge");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(
+        backend["name"],
+        find("SpinApp", "sluice-edge")["metadata"]["name"]
+    );
     let compose_config = read(&deploy("config/origin.toml"));
     let compose_ports = origin_ports(&compose_config);
     for name in ["origin", "worker"] {
