@@ -62,6 +62,9 @@ pub struct DatabaseConfig {
     pub statement_timeout_secs: u64,
     /// How long a request waits for a free connection.
     pub acquire_timeout_secs: u64,
+    /// Statements slower than this are logged (`slow statement`, with their
+    /// SQL) and counted in `sluice_db_slow_queries_total`.
+    pub slow_statement_ms: u64,
 }
 
 /// The simulated provider: a stand-in for a model, for local runs and benchmarks.
@@ -463,6 +466,7 @@ impl Default for Config {
                 min_connections: 10,
                 idle_timeout_secs: 10,
                 statement_timeout_secs: 10,
+                slow_statement_ms: 1000,
                 acquire_timeout_secs: 10,
             },
             simulated: SimulatedConfig::default(),

@@ -3,8 +3,9 @@
 //! serves both. Queries use `$1`-style parameters, which both engines accept.
 
 use crate::config::DatabaseConfig;
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, ConnectOptions as _, Executor};
+use std::str::FromStr as _;
 use std::time::Duration;
 
 pub type Db = AnyPool;
@@ -29,6 +30,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
     install_default_drivers();
     let statement_timeout_ms = config.statement_timeout_secs.saturating_mul(1000);
     let postgres = is_postgres(&config.url);
+    // Every statement is reported at TRACE, which only the query metrics
+    // (`sluice_telemetry`) read; slow ones at WARN, which the log keeps.
+    let options = AnyConnectOptions::from_str(&config.url)?
+        .log_statements(log::LevelFilter::Trace)
+        .log_slow_statements(
+            log::LevelFilter::Warn,
+            Duration::from_millis(config.slow_statement_ms),
+        );
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
@@ -57,7 +66,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbError> {
                 Ok(())
             })
         })
-        .connect(&config.url)
+        .connect_with(options)
         .await?;
     MIGRATIONS.run(&pool).await?;
     Ok(pool)

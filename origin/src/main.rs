@@ -282,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
                 Duration::from_secs(config.server.request_timeout_secs),
             );
             // New connections stop at the signal; requests in flight finish.
+            let listener = sluice_origin::http::connections::CountedListener(listener);
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     shutdown_signal().await;

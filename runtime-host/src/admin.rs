@@ -42,6 +42,7 @@ pub fn register_metrics(components: &[String]) {
     for result in ["hit", "miss", "bypass"] {
         metrics::counter!("sluice_edge_cache_requests_total", "result" => result).increment(0);
     }
+    metrics::counter!("sluice_host_kv_evictions_total").increment(0);
     for decision in ["allowed", "limited"] {
         metrics::counter!("sluice_edge_rate_limit_decisions_total", "decision" => decision)
             .increment(0);
@@ -53,6 +54,9 @@ pub async fn handle(state: &AdminState, path: &str) -> AdminResponse {
     match path {
         "/metrics" => {
             sluice_telemetry::record_process(state.started);
+            for (label, entries) in state.stores.entries() {
+                metrics::gauge!("sluice_host_kv_entries", "store" => label).set(entries as f64);
+            }
             for (label, up) in state.stores.ping().await {
                 metrics::gauge!("sluice_host_kv_store_up", "store" => label).set(if up {
                     1.0

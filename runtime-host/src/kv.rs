@@ -67,6 +67,18 @@ impl KvStore {
         result
     }
 
+    /// Entries held, for the in-memory store (a Redis store's are Redis's).
+    pub fn entries(&self) -> Option<u64> {
+        match self {
+            KvStore::Memory(m) => {
+                m.entries.run_pending_tasks();
+                Some(m.entries.entry_count())
+            }
+            KvStore::Redis(_) => None,
+            KvStore::SwapReportsFailure(inner) => inner.entries(),
+        }
+    }
+
     /// Whether the backend answers; `None` for memory, which always does.
     pub async fn ping(&self) -> Option<bool> {
         match self {
@@ -194,6 +206,12 @@ impl MemoryStore {
                 // Plain LRU: TinyLFU's admission filter could refuse a new
                 // rate-limit record, which would let that subject start over.
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
+                // Only evictions for space: replaced and deleted entries are not.
+                .eviction_listener(|_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        metrics::counter!("sluice_host_kv_evictions_total").increment(1);
+                    }
+                })
                 .build(),
         }
     }
@@ -407,6 +425,14 @@ impl Stores {
 
     pub fn get(&self, label: &str) -> Option<Arc<KvStore>> {
         self.0.get(label).cloned()
+    }
+
+    /// Each in-memory store, by label, and how many entries it holds.
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        self.0
+            .iter()
+            .filter_map(|(label, store)| Some((label.clone(), store.entries()?)))
+            .collect()
     }
 
     /// Each store that has a remote backend, by label, and whether it answers.

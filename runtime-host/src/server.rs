@@ -58,10 +58,12 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        metrics::gauge!("sluice_host_connections_active").increment(1.0);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            metrics::gauge!("sluice_host_connections_active").decrement(1.0);
         });
     }
     tracing::info!("draining connections");

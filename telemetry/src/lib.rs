@@ -69,15 +69,61 @@ pub fn init(json: bool, default_filter: &str, service: &'static str) -> Telemetr
     let spans = tracer
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
+    // Filters per layer: the query metrics see every sqlx statement (the
+    // origin logs them at TRACE for it), whatever the log filter keeps.
+    let span_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let statements =
+        tracing_subscriber::filter::Targets::new().with_target(QUERY_TARGET, tracing::Level::TRACE);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
-        .with(spans)
+        .with(logs.with_filter(filter))
+        .with(spans.with_filter(span_filter))
+        .with(QueryMetrics.with_filter(statements))
         .init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     EXPORTING_TRACES.store(tracer.is_some(), Ordering::Relaxed);
     prometheus();
     Telemetry { tracer }
+}
+
+/// Where sqlx reports each statement it ran, with its time (`elapsed_secs`).
+pub const QUERY_TARGET: &str = "sqlx::query";
+
+/// Counts sqlx's statement events into `sluice_db_query_duration_seconds`
+/// and, for those over the slow threshold (sqlx's "slow statement" events,
+/// which the log keeps with their SQL), `sluice_db_slow_queries_total`.
+/// sqlx offers no other per-statement hook, so its events are the source.
+struct QueryMetrics;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QueryMetrics {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Statement {
+            elapsed_secs: Option<f64>,
+            slow: bool,
+        }
+        impl tracing::field::Visit for Statement {
+            fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+                if field.name() == "elapsed_secs" {
+                    self.elapsed_secs = Some(value);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "slow_threshold" {
+                    self.slow = true;
+                }
+                let _ = value;
+            }
+        }
+        let mut statement = Statement::default();
+        event.record(&mut statement);
+        if let Some(seconds) = statement.elapsed_secs {
+            metrics::histogram!("sluice_db_query_duration_seconds").record(seconds);
+            if statement.slow {
+                metrics::counter!("sluice_db_slow_queries_total").increment(1);
+            }
+        }
+    }
 }
 
 fn trace_export(service: &'static str) -> Option<SdkTracerProvider> {

@@ -1020,6 +1020,9 @@ async fn deploy_manifests_match_the_binaries() {
         ("SluiceErrorRateHigh", "> 0.01"),
         ("SluiceRedisDown", "== 0"),
         ("SluiceLatencyP95High", "> 0.3"),
+        ("SluiceCpuSaturated", "process_cpu_seconds_total"),
+        ("SluiceMemoryHigh", "process_resident_memory_bytes"),
+        ("SluiceSlowQueries", "sluice_db_slow_queries_total"),
     ] {
         let rule = rules
             .iter()

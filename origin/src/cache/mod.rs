@@ -113,6 +113,15 @@ impl OriginCache {
                 l1: moka::future::Cache::builder()
                     .max_capacity(config.l1_max_entries)
                     .time_to_live(ttl)
+                    .eviction_listener(|_, _, cause| {
+                        let cause = match cause {
+                            moka::notification::RemovalCause::Size => "size",
+                            moka::notification::RemovalCause::Expired => "expired",
+                            _ => return,
+                        };
+                        metrics::counter!("sluice_origin_cache_evictions_total", "cause" => cause)
+                            .increment(1);
+                    })
                     .build(),
                 versions: moka::sync::Cache::builder()
                     .max_capacity(config.l1_max_entries)
@@ -134,6 +143,12 @@ impl OriginCache {
             l2_errors: c.l2_errors.load(Ordering::Relaxed),
             l1_entries: self.inner.l1.entry_count(),
         }
+    }
+
+    /// L1's entries, its pending inserts and evictions applied first.
+    pub async fn entries(&self) -> u64 {
+        self.inner.l1.run_pending_tasks().await;
+        self.inner.l1.entry_count()
     }
 
     /// Whether the shared L2 answers a `PING` in time; `None` without L2.

@@ -3,6 +3,7 @@
 //! the edge-signature check. The router and its layer stack are assembled in
 //! `crate::app`, above the features, so this module imports none of them.
 
+pub mod connections;
 pub mod edge_signature;
 pub mod error;
 pub mod extract;

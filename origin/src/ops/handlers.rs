@@ -113,8 +113,10 @@ async fn stats_page(State(state): State<OpsState>) -> Json<Value> {
 }
 
 async fn metrics_page(State(state): State<OpsState>) -> Response {
-    // Gauges are at most `SAMPLE_INTERVAL` old; the process ones are fresh.
+    // Gauges are at most `SAMPLE_INTERVAL` old; the process ones and the
+    // cache's entries are fresh.
     sluice_telemetry::record_process(state.started);
+    metrics::gauge!("sluice_origin_cache_entries").set(state.cache.entries().await as f64);
     let mut response = sluice_telemetry::prometheus().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

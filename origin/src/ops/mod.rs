@@ -69,6 +69,12 @@ pub fn register_metrics() {
     }
     metrics::counter!("sluice_streams_cancelled_total").increment(0);
     metrics::counter!("sluice_usage_records_dropped_total").increment(0);
+    metrics::counter!("sluice_db_slow_queries_total").increment(0);
+    metrics::counter!("sluice_queue_worker_restarts_total").increment(0);
+    for cause in ["size", "expired"] {
+        metrics::counter!("sluice_origin_cache_evictions_total", "cause" => cause).increment(0);
+    }
+    metrics::gauge!("sluice_http_connections_active").increment(0.0);
 }
 
 /// Refreshes the sampled gauges every `SAMPLE_INTERVAL` until the process

@@ -171,6 +171,8 @@ impl Runner {
         tracing::info!(event = "job_finished", job = %job.id, outcome = label,
             attempt = job.attempts, elapsed_ms = started.elapsed().as_millis() as u64, "job");
         metrics::counter!("sluice_jobs_processed_total", "outcome" => label).increment(1);
+        metrics::histogram!("sluice_job_processing_duration_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
     }
 }
 
