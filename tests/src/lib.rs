@@ -368,3 +368,26 @@ async fn wait_healthy(url: &str) {
     }
     panic!("{url} did not become healthy within 60 s");
 }
+
+/// Polls `GET {edge}/v1/jobs/{id}` as `key` until the job's status is one of
+/// `until` (30 s at most), and returns the job.
+pub async fn wait_for_job(edge: &str, key: &str, id: &str, until: &[&str]) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job: serde_json::Value = client
+            .get(format!("{edge}/v1/jobs/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("polling job {id}: {e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        if until.iter().any(|s| job["status"] == *s) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} still {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,8 +9,7 @@
 )]
 
 use serde_json::{Value, json};
-use sluice_e2e::{DEMO_KEY, Options, Stack};
-use std::time::{Duration, Instant};
+use sluice_e2e::{DEMO_KEY, Options, Stack, wait_for_job};
 
 /// The value of the first sample of `name` whose labels contain `labels`.
 fn sample(metrics: &str, name: &str, labels: &str) -> f64 {
@@ -74,24 +73,14 @@ async fn statements_jobs_connections_and_caches_are_measured() {
     .json()
     .await
     .unwrap();
-    let job_url = format!("{edge}/v1/jobs/{}", job["job_id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let job: Value = client
-            .get(&job_url)
-            .bearer_auth(DEMO_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "completed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = wait_for_job(
+        edge,
+        DEMO_KEY,
+        job["job_id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
 
     let origin = metrics(&stack.origin_admin).await;
     assert!(sample(&origin, "sluice_db_query_duration_seconds_count", "") > 10.0);

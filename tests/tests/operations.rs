@@ -1279,3 +1279,64 @@ async fn traces_continue_the_callers_trace_from_the_edge_to_the_origin() {
         }
     }
 }
+
+/// Every Kubernetes manifest passes strict schema validation (unknown fields
+/// refused) for the Kubernetes API, with `kubernetes-validate` (its schemas
+/// are bundled; `scripts/test` installs it). Only the custom resources of the
+/// operators the cluster must run (SpinKube, KEDA) and kustomize's own file
+/// have no schema there.
+#[test]
+fn kubernetes_manifests_pass_schema_validation() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy("kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let output = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubernetes-validate (pip install kubernetes-validate==1.37.0): {e}")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    let mut unvalidated: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("WARN"))
+        .map(|l| {
+            l.split("for kind ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or_else(|| panic!("unexpected warning: {l}"))
+        })
+        .collect();
+    unvalidated.sort_unstable();
+    assert_eq!(
+        unvalidated,
+        ["Kustomization", "ScaledObject", "SpinApp"],
+        "{report}"
+    );
+    let passed = report
+        .lines()
+        .filter(|l| l.contains(" passed for "))
+        .count();
+    assert!(passed >= 11, "{report}");
+
+    // The check would see a mistake: a misspelt field in the origin's Deployment.
+    let misspelt = read(&deploy("kubernetes/origin.yaml")).replacen("replicas:", "replica:", 1);
+    let path = std::env::temp_dir().join(format!("{}.yaml", sluice_e2e::unique("k8s-bad")));
+    std::fs::write(&path, misspelt).unwrap();
+    let refused = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!refused.status.success(), "a misspelt field passed");
+}

@@ -12,7 +12,7 @@
 )]
 
 use serde_json::{Value, json};
-use sluice_e2e::{DEMO_KEY, Options, Stack, unique};
+use sluice_e2e::{DEMO_KEY, Options, Stack, unique, wait_for_job};
 use sqlx::Connection;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -341,16 +341,14 @@ async fn the_stack_runs_on_tls_only_redis_and_postgres() {
     )
     .await;
     assert_eq!(status, 202, "{job}");
-    let url = format!("{edge}/v1/jobs/{}", job["job_id"].as_str().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, job) = call("GET", &url, None).await;
-        if job["status"] == "completed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = wait_for_job(
+        edge,
+        DEMO_KEY,
+        job["job_id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
     // The origin's readiness covers both stores.
     let ready = reqwest::get(format!("{}/ready", stack.origin_admin))
         .await

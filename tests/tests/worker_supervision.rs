@@ -10,8 +10,7 @@
 )]
 
 use serde_json::{Value, json};
-use sluice_e2e::{DEMO_KEY, Options, Stack};
-use std::time::{Duration, Instant};
+use sluice_e2e::{DEMO_KEY, Options, Stack, wait_for_job};
 
 async fn submit(edge: &str, text: &str) -> String {
     let response = reqwest::Client::new()
@@ -25,27 +24,6 @@ async fn submit(edge: &str, text: &str) -> String {
     assert_eq!(response.status().as_u16(), 202);
     let job: Value = response.json().await.unwrap();
     job["job_id"].as_str().unwrap().to_string()
-}
-
-/// Polls the job until its status is one of `until`.
-async fn wait_for(edge: &str, id: &str, until: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job: Value = reqwest::Client::new()
-            .get(format!("{edge}/v1/jobs/{id}"))
-            .bearer_auth(DEMO_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if until.iter().any(|s| job["status"] == *s) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,7 +42,7 @@ async fn a_panicking_job_restarts_its_worker_and_ends_dead_lettered() {
     let edge = &stack.edge;
 
     let poison = submit(edge, "please trigger-a-panic now").await;
-    let job = wait_for(edge, &poison, &["failed", "completed"]).await;
+    let job = wait_for_job(edge, DEMO_KEY, &poison, &["failed", "completed"]).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert!(
         job["error"]
@@ -77,7 +55,7 @@ async fn a_panicking_job_restarts_its_worker_and_ends_dead_lettered() {
 
     // The only worker was started again and serves the next job.
     let fine = submit(edge, "an ordinary job").await;
-    let job = wait_for(edge, &fine, &["completed", "failed"]).await;
+    let job = wait_for_job(edge, DEMO_KEY, &fine, &["completed", "failed"]).await;
     assert_eq!(job["status"], "completed", "{job}");
 
     let metrics = reqwest::get(format!("{}/metrics", stack.origin_admin))
