@@ -1,11 +1,13 @@
-# syntax=docker/dockerfile:1.7
 # The edge on Sluice's own wasmtime host (for Spin / SpinKube, deploy the same
 # components with `spin registry push`). Build from the repository root:
 #   docker build -f deploy/docker/host.Dockerfile -t sluice-host .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# The wasm target comes from rustup here; `cargo xtask edge` takes it when installed.
-RUN rustup target add wasm32-wasip1
+# The wasm target comes from rustup (`cargo xtask edge` takes it when installed);
+# where rustup cannot download, `--build-arg WASM_TARGET=debian` leaves it to
+# xtask's fallback, which builds std for it from Debian's rust-web-src.
+ARG WASM_TARGET=rustup
+RUN if [ "$WASM_TARGET" = rustup ]; then rustup target add wasm32-wasip1; fi
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

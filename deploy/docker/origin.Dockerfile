@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # The origin (API, workers, simulator). Build from the repository root:
 #   docker build -f deploy/docker/origin.Dockerfile -t sluice-origin .
 FROM rust:1.95-bookworm AS build
