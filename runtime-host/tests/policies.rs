@@ -198,11 +198,7 @@ mod rate_limit {
         head: &RequestHead,
         body: &[u8],
     ) -> TokenOutcome {
-        let mut store = policy.store();
-        let instance =
-            RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-                .await
-                .unwrap();
+        let (mut store, instance) = instantiate(policy).await;
         instance
             .sluice_rate_limit_rate_limit()
             .call_admit_tokens(&mut store, who, head, body)
@@ -212,11 +208,7 @@ mod rate_limit {
     }
 
     pub async fn settle_tokens(policy: &Policy, charge: &TokenCharge, used: u64) {
-        let mut store = policy.store();
-        let instance =
-            RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-                .await
-                .unwrap();
+        let (mut store, instance) = instantiate(policy).await;
         instance
             .sluice_rate_limit_rate_limit()
             .call_settle_tokens(&mut store, charge, used)
@@ -236,12 +228,18 @@ mod rate_limit {
 
     pub type Outcome = Result<Vec<(String, String)>, (u16, Vec<(String, String)>, String)>;
 
-    pub async fn check(policy: &Policy, who: &Principal, head: &RequestHead) -> Outcome {
+    /// A fresh store and instance of the policy, as the host makes per request.
+    async fn instantiate(policy: &Policy) -> (Store<HostState>, RateLimitPolicy) {
         let mut store = policy.store();
         let instance =
             RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
                 .await
                 .unwrap();
+        (store, instance)
+    }
+
+    pub async fn check(policy: &Policy, who: &Principal, head: &RequestHead) -> Outcome {
+        let (mut store, instance) = instantiate(policy).await;
         instance
             .sluice_rate_limit_rate_limit()
             .call_check(&mut store, who, head)

@@ -98,7 +98,9 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         .into_iter()
         .next()
         .and_then(|v| String::from_utf8(v).ok());
-    let reply = match entry(incoming, browser_origin.as_deref()).await {
+    // Read once: `entry` answers preflights with it, every answer gets its headers.
+    let cors = CorsSettings::load(variable);
+    let reply = match entry(incoming, browser_origin.as_deref(), &cors).await {
         Ok(reply) => reply,
         Err(denial) => Reply::Whole(from_denial(denial, Vec::new())),
     };
@@ -108,7 +110,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         reply
     };
     if let Some(origin) = &browser_origin
-        && let Ok(cors) = CorsSettings::load(variable)
+        && let Ok(cors) = &cors
     {
         let head = match &mut reply {
             Reply::Whole(response) | Reply::Relay { head: response, .. } => response,
@@ -133,11 +135,15 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
 
 /// Reads the request within the configured bounds and answers a CORS
 /// preflight; everything else goes through [`gateway`].
-async fn entry(incoming: IncomingRequest, browser_origin: Option<&str>) -> Result<Reply, Denial> {
+async fn entry(
+    incoming: IncomingRequest,
+    browser_origin: Option<&str>,
+    cors: &Result<CorsSettings, sluice_core::settings::SettingsError>,
+) -> Result<Reply, Denial> {
     let settings_error =
-        |e: sluice_core::settings::SettingsError| Denial::server_error(&e.to_string());
-    let limits = RequestLimits::load(variable).map_err(settings_error)?;
-    let cors = CorsSettings::load(variable).map_err(settings_error)?;
+        |e: &sluice_core::settings::SettingsError| Denial::server_error(&e.to_string());
+    let limits = RequestLimits::load(variable).map_err(|e| settings_error(&e))?;
+    let cors = cors.as_ref().map_err(settings_error)?;
     let preflight = incoming.method() == spin_sdk::http::Method::Options
         && !incoming
             .headers()
