@@ -35,6 +35,7 @@ pub const VARIABLES: &[Variable] = &[
     var("trusted_proxies", ""),
     var("client_ip_header", "x-forwarded-for"),
     var("max_request_body_bytes", "1048576"),
+    var("max_ai_request_body_bytes", "33554432"),
     var("max_request_headers", "100"),
     var("max_request_header_bytes", "32768"),
     var("cors_allowed_origins", ""),
@@ -203,10 +204,14 @@ impl ClientIpSettings {
     }
 }
 
-/// What the gateway reads of a request before any policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the gateway reads of a request before any policy sees it. A body is
+/// read whole up to `max_body_bytes`; on `ai_routes` a larger one, up to
+/// `max_ai_body_bytes`, streams to the origin instead of being held.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
+    pub max_ai_body_bytes: usize,
+    pub ai_routes: Vec<RoutePattern>,
     pub max_headers: usize,
     pub max_header_bytes: usize,
 }
@@ -216,9 +221,22 @@ impl RequestLimits {
         let reader = Reader { get };
         Ok(RequestLimits {
             max_body_bytes: reader.number("max_request_body_bytes")?,
+            max_ai_body_bytes: reader.number("max_ai_request_body_bytes")?,
+            ai_routes: reader.routes("ai_routes")?,
             max_headers: reader.number("max_request_headers")?,
             max_header_bytes: reader.number("max_request_header_bytes")?,
         })
+    }
+
+    /// The largest body a request may have, and the variable that sets it.
+    pub fn body_limit(&self, method: &str, path: &str) -> (usize, &'static str) {
+        if self.max_ai_body_bytes > self.max_body_bytes
+            && route::any_matches(&self.ai_routes, method, path)
+        {
+            (self.max_ai_body_bytes, "max_ai_request_body_bytes")
+        } else {
+            (self.max_body_bytes, "max_request_body_bytes")
+        }
     }
 }
 

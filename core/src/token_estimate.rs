@@ -7,8 +7,13 @@
 //! (base64 images, documents), which count `image_tokens` per part instead.
 //! The output is the request's own cap (`max_tokens`, `max_completion_tokens`,
 //! `max_output_tokens`), else a configured default, times its `n` choices.
-
-use serde_json::Value;
+//!
+//! The body is read by [`TokenScanner`], a byte-at-a-time JSON scanner that
+//! keeps only the few bytes it is looking at, so a body the edge streams to
+//! the origin (a session of screenshots, tens of MB) is measured as it
+//! passes without being held whole. (No JSON crate parses incrementally in
+//! this little state, and this needs no values, only string lengths, object
+//! keys and four top-level numbers.)
 
 /// Part types whose tokens their bytes do not tell (OpenAI's and Anthropic's).
 const FILE_PARTS: &[&str] = &[
@@ -20,8 +25,14 @@ const FILE_PARTS: &[&str] = &[
     "input_file",
 ];
 
-/// Keys whose string values are inline file data (or a `data:` URL anywhere).
+/// Keys whose long string values are inline file data (as is a `data:` URL anywhere).
 const DATA_KEYS: &[&str] = &["data", "file_data", "image_url", "url"];
+
+/// Shorter strings under [`DATA_KEYS`] are not file data (a URL, an id).
+const INLINE_DATA_MIN_BYTES: u64 = 256;
+
+/// The top-level fields read as numbers.
+const OUTPUT_CAPS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TokenRequest {
@@ -36,29 +47,11 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// Reads a JSON request body; a body that is not JSON counts as text.
+    /// Reads a whole request body; a body that is not JSON counts as text.
     pub fn read(body: &[u8]) -> TokenRequest {
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            return TokenRequest {
-                text_bytes: body.len() as u64,
-                choices: 1,
-                ..TokenRequest::default()
-            };
-        };
-        let mut walk = Walk::default();
-        walk.value(&value, None);
-        let top = |name: &str| value.get(name).and_then(Value::as_u64);
-        TokenRequest {
-            text_bytes: (body.len() as u64).saturating_sub(walk.data_bytes),
-            files: walk.files,
-            output_tokens: top("max_completion_tokens")
-                .or_else(|| top("max_tokens"))
-                .or_else(|| top("max_output_tokens")),
-            choices: top("n")
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(1)
-                .max(1),
-        }
+        let mut scanner = TokenScanner::default();
+        scanner.feed(body);
+        scanner.finish()
     }
 
     /// Tokens to admit the request for: its prompt estimate plus its output
@@ -77,36 +70,201 @@ impl TokenRequest {
     }
 }
 
-#[derive(Default)]
-struct Walk {
-    data_bytes: u64,
-    files: u32,
+/// Bytes of a string kept to recognise it: a key, a `type` value, `data:`.
+const KEEP: usize = 24;
+
+#[derive(Debug)]
+enum Frame {
+    /// An object; its current key (the first [`KEEP`] bytes), and whether a
+    /// key comes next.
+    Object {
+        key: Vec<u8>,
+        awaiting_key: bool,
+    },
+    Array,
 }
 
-impl Walk {
-    fn value(&mut self, value: &Value, key: Option<&str>) {
-        match value {
-            Value::String(s) => {
-                let inline = s.starts_with("data:")
-                    || (key.is_some_and(|k| DATA_KEYS.contains(&k)) && s.len() > 256);
-                if inline {
-                    self.data_bytes += s.len() as u64;
+#[derive(Debug, Default)]
+enum Token {
+    #[default]
+    Between,
+    Str {
+        is_key: bool,
+        escaped: bool,
+        len: u64,
+        head: Vec<u8>,
+    },
+    /// A number; its text when it is a top-level field Sluice reads.
+    Number(Option<Vec<u8>>),
+}
+
+/// Reads a JSON request body in pieces of any size (see the module's
+/// documentation); [`TokenScanner::finish`] gives what [`TokenRequest::read`]
+/// would of the whole.
+#[derive(Debug, Default)]
+pub struct TokenScanner {
+    total: u64,
+    data_bytes: u64,
+    files: u32,
+    stack: Vec<Frame>,
+    token: Token,
+    caps: [Option<u64>; 3],
+    choices: Option<u64>,
+}
+
+impl TokenScanner {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        for &byte in bytes {
+            self.byte(byte);
+        }
+    }
+
+    pub fn finish(mut self) -> TokenRequest {
+        if let Token::Number(_) = self.token {
+            self.end_number();
+        }
+        TokenRequest {
+            text_bytes: self.total.saturating_sub(self.data_bytes),
+            files: self.files,
+            output_tokens: self.caps.iter().flatten().next().copied(),
+            choices: self
+                .choices
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// The key a value at this point belongs to: its object's current key
+    /// (none inside an array).
+    fn key(&self) -> Option<&[u8]> {
+        match self.stack.last() {
+            Some(Frame::Object { key, .. }) => Some(key),
+            _ => None,
+        }
+    }
+
+    fn byte(&mut self, byte: u8) {
+        match &mut self.token {
+            Token::Str {
+                escaped, len, head, ..
+            } => {
+                if *escaped {
+                    *escaped = false;
+                } else if byte == b'\\' {
+                    *escaped = true;
+                } else if byte == b'"' {
+                    return self.end_string();
+                }
+                *len += 1;
+                if head.len() < KEEP {
+                    head.push(byte);
                 }
             }
-            Value::Array(items) => items.iter().for_each(|item| self.value(item, None)),
-            Value::Object(fields) => {
-                if fields
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| FILE_PARTS.contains(&t))
-                {
-                    self.files += 1;
+            Token::Number(text) => {
+                if byte.is_ascii_digit() || matches!(byte, b'.' | b'e' | b'E' | b'+' | b'-') {
+                    if let Some(text) = text.as_mut().filter(|t| t.len() < 24) {
+                        text.push(byte);
+                    }
+                } else {
+                    self.end_number();
+                    self.between(byte);
                 }
-                for (name, field) in fields {
-                    self.value(field, Some(name));
+            }
+            Token::Between => self.between(byte),
+        }
+    }
+
+    fn between(&mut self, byte: u8) {
+        match byte {
+            b'"' => {
+                let is_key = matches!(
+                    self.stack.last(),
+                    Some(Frame::Object {
+                        awaiting_key: true,
+                        ..
+                    })
+                );
+                self.token = Token::Str {
+                    is_key,
+                    escaped: false,
+                    len: 0,
+                    head: Vec::new(),
+                };
+            }
+            b'{' => self.stack.push(Frame::Object {
+                key: Vec::new(),
+                awaiting_key: true,
+            }),
+            b'[' => self.stack.push(Frame::Array),
+            b'}' | b']' => {
+                self.stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { awaiting_key, .. }) = self.stack.last_mut() {
+                    *awaiting_key = false;
                 }
+            }
+            b',' => {
+                if let Some(Frame::Object { key, awaiting_key }) = self.stack.last_mut() {
+                    key.clear();
+                    *awaiting_key = true;
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let top_level = self.stack.len() == 1;
+                let read = top_level
+                    && self.key().is_some_and(|k| {
+                        k == b"n" || OUTPUT_CAPS.iter().any(|cap| k == cap.as_bytes())
+                    });
+                self.token = Token::Number(read.then(|| vec![byte]));
             }
             _ => {}
+        }
+    }
+
+    fn end_string(&mut self) {
+        let Token::Str {
+            is_key, len, head, ..
+        } = std::mem::take(&mut self.token)
+        else {
+            return;
+        };
+        if is_key {
+            if let Some(Frame::Object { key, .. }) = self.stack.last_mut() {
+                *key = head;
+            }
+            return;
+        }
+        let key = self.key().unwrap_or_default();
+        let data_key = DATA_KEYS.iter().any(|k| key == k.as_bytes());
+        let inline = head.starts_with(b"data:") || (data_key && len > INLINE_DATA_MIN_BYTES);
+        let file_part = key == b"type" && FILE_PARTS.iter().any(|p| head == p.as_bytes());
+        if inline {
+            self.data_bytes += len;
+        }
+        if file_part {
+            self.files += 1;
+        }
+    }
+
+    fn end_number(&mut self) {
+        let Token::Number(Some(text)) = std::mem::take(&mut self.token) else {
+            self.token = Token::Between;
+            return;
+        };
+        let Some(value) = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let key = self.key().unwrap_or_default();
+        if key == b"n" {
+            self.choices = Some(value);
+        } else if let Some(i) = OUTPUT_CAPS.iter().position(|cap| key == cap.as_bytes()) {
+            self.caps[i] = Some(value);
         }
     }
 }
@@ -114,7 +272,7 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn read(value: Value) -> TokenRequest {
         TokenRequest::read(value.to_string().as_bytes())
@@ -159,6 +317,35 @@ mod tests {
              "data": "B".repeat(50_000)}}]}], "max_tokens": 10}));
         assert_eq!(anthropic.files, 1);
         assert!(anthropic.text_bytes < 300, "{anthropic:?}");
+    }
+
+    proptest::proptest! {
+        /// However a body arrives in pieces, it is measured the same.
+        #[test]
+        fn any_chunking_reads_the_same(cuts in proptest::collection::vec(0usize..2000, 0..12),
+                                       text in "[a-z \"\\\\]{0,300}") {
+            let body = json!({"model": "m", "max_tokens": 77, "n": 2, "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": text},
+                    {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", "Q".repeat(900))}},
+                    {"type": "image", "source": {"type": "base64", "data": "Z".repeat(700)}}]}]})
+            .to_string();
+            let bytes = body.as_bytes();
+            let whole = TokenRequest::read(bytes);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut scanner = TokenScanner::default();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                scanner.feed(&bytes[at..cut]);
+                at = cut;
+            }
+            proptest::prop_assert_eq!(scanner.finish(), whole);
+            proptest::prop_assert_eq!(whole.files, 2);
+            proptest::prop_assert_eq!(whole.output_tokens, Some(77));
+            proptest::prop_assert_eq!(whole.choices, 2);
+            proptest::prop_assert!(whole.text_bytes < 1000, "{:?}", whole);
+        }
     }
 
     #[test]

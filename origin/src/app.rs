@@ -17,6 +17,7 @@ use crate::ops::window::RequestWindow;
 use crate::queue::JobQueue;
 use crate::queue::streams::JobStreams;
 use crate::queue::worker::Runner;
+use crate::reasoning::ReasoningStore;
 use crate::responses::ResponseStore;
 use crate::routing::Engine;
 use crate::{budgets, conversations, generation, keys, messages, ops, queue, responses};
@@ -83,6 +84,7 @@ impl AppState {
             usage.clone(),
             ReusePolicy::from_config(config),
             budgets.clone(),
+            Some(ReasoningStore::new(db.clone(), &config.reasoning)),
         );
         let conversations = ConversationStore::new(db.clone(), cache.clone());
         let secret = config
@@ -104,7 +106,10 @@ impl AppState {
             keys: KeyStore::new(db.clone()),
             responses: ResponseStore::new(db.clone()),
             edge: EdgeVerifier::new(secret, config.edge.max_skew_secs),
-            body_limit: BodyLimit(config.server.body_limit_bytes),
+            body_limit: BodyLimit {
+                default: config.server.body_limit_bytes,
+                generation: config.server.ai_body_limit_bytes,
+            },
             ops: OpsState {
                 generation: generation.clone(),
                 cache,
@@ -181,7 +186,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(budgets::handlers::router())
         .merge(ops::router())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.body_limit.0))
+        .layer(DefaultBodyLimit::max(state.body_limit.default))
         .route_layer(middleware::from_fn(
             generation::usage_report::report_stream_usage,
         ))

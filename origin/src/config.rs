@@ -21,6 +21,7 @@ pub struct Config {
     pub conversations: ConversationsConfig,
     pub cache: CacheConfig,
     pub budgets: BudgetsConfig,
+    pub reasoning: ReasoningConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -33,6 +34,10 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// The same for the routes that generate (chat, Messages, Responses,
+    /// embeddings, jobs, conversation turns), whose bodies carry images and
+    /// long sessions: Anthropic accepts 32 MB on Messages.
+    pub ai_body_limit_bytes: usize,
     /// Deadline for one request end to end, in seconds.
     pub request_timeout_secs: u64,
 }
@@ -332,6 +337,28 @@ impl Default for SemanticCacheConfig {
     }
 }
 
+/// Reasoning state kept for clients that do not send it back: the thinking
+/// blocks (with their signatures) of an answer that called tools, which an
+/// Anthropic model needs on the next request of that tool loop
+/// (`crate::reasoning`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReasoningConfig {
+    /// How long a tool loop's thinking is kept after the answer that made it.
+    pub keep_secs: u64,
+    /// Larger thinking is not kept (its tool loop then goes on without thinking).
+    pub max_entry_bytes: usize,
+}
+
+impl Default for ReasoningConfig {
+    fn default() -> ReasoningConfig {
+        ReasoningConfig {
+            keep_secs: 3600,
+            max_entry_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Conversations: what a reply is generated from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -454,6 +481,7 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
                 admin_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
                 body_limit_bytes: 1 << 20,
+                ai_body_limit_bytes: 32 << 20,
                 request_timeout_secs: 300,
             },
             edge: EdgeConfig {
@@ -475,6 +503,7 @@ impl Default for Config {
             conversations: ConversationsConfig::default(),
             cache: CacheConfig::default(),
             budgets: BudgetsConfig::default(),
+            reasoning: ReasoningConfig::default(),
             models: vec![ModelConfig {
                 name: "sluice-sim-1".into(),
                 deployments: vec![DeploymentConfig {
@@ -676,11 +705,19 @@ impl Config {
                 message: "must be at least server.request_timeout_secs".into(),
             });
         }
-        if self.server.body_limit_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                field: "server.body_limit_bytes",
-                message: "must be positive".into(),
-            });
+        for (field, limit) in [
+            ("server.body_limit_bytes", self.server.body_limit_bytes),
+            (
+                "server.ai_body_limit_bytes",
+                self.server.ai_body_limit_bytes,
+            ),
+        ] {
+            if limit == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be positive".into(),
+                });
+            }
         }
         Ok(())
     }

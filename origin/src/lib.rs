@@ -9,7 +9,8 @@
 //! - `http`: what every handler shares (errors, extractors, edge signature);
 //! - the domain: `routing` (deployments, retries, breakers, key pools,
 //!   coalescing), `provider`, `cache`, `openai` and `anthropic` (the wire
-//!   formats clients speak), `priority`;
+//!   formats clients speak), `reasoning` (thinking kept for tool loops),
+//!   `priority`;
 //! - `config`, `clock`, `db`.
 
 pub mod anthropic;
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod priority;
 pub mod provider;
 pub mod queue;
+pub mod reasoning;
 pub mod responses;
 pub mod routing;
 pub mod simulator;

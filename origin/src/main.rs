@@ -253,6 +253,12 @@ fn run(cli: Cli) -> Result<()> {
         let retention = (config.budgets.usage_retention_days > 0)
             .then(|| Duration::from_secs(config.budgets.usage_retention_days * 86_400));
         let sweeper = tokio::spawn(state.budgets.clone().sweep_forever(retention));
+        // Expired tool-loop thinking (`[reasoning] keep_secs`).
+        let reasoning_sweeper = state
+            .generation
+            .reasoning()
+            .cloned()
+            .map(|store| tokio::spawn(store.sweep_forever()));
         let admin = tokio::spawn(
             axum::serve(admin, ops::admin_app(state.ops.clone()))
                 .with_graceful_shutdown(stopping(stopped.clone()))
@@ -294,6 +300,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         sampler.abort();
         sweeper.abort();
+        if let Some(reasoning_sweeper) = reasoning_sweeper {
+            reasoning_sweeper.abort();
+        }
         admin.await??;
         // Usage records still buffered are written before the process ends.
         state.usage.flush().await;

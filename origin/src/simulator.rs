@@ -69,6 +69,7 @@ fn service(config: SimulatedConfig) -> GenerationService {
         UsageLog::discard(),
         ReusePolicy::default(),
         Budgets::none(BudgetSettings::from_config(&BudgetsConfig::default())),
+        None,
     )
 }
 

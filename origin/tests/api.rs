@@ -21,7 +21,7 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 async fn router() -> axum::Router {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(&format!(
-        "[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\n[database]\nurl = \"sqlite://{}?mode=rwc\"\nmin_connections = 1\n",
+        "[edge]\nsecret = \"{SECRET}\"\n[server]\nbody_limit_bytes = 2048\nai_body_limit_bytes = 3072\n[database]\nurl = \"sqlite://{}?mode=rwc\"\nmin_connections = 1\n",
         dir.path().join("api.db").display()
     ))
     .unwrap();
@@ -175,6 +175,37 @@ async fn bad_input_gets_openai_shaped_4xx_naming_the_field() {
     let (status, _, body) = send(signed("POST", "/v1/chat/completions", huge, unix_now())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&body)["error"]["code"], "request_too_large");
+    let message = json(&body)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("3072") && message.contains("ai_body_limit_bytes"),
+        "the 413 names the limit and its setting: {message}"
+    );
+    // A generating route takes more than the others (2048 for the rest).
+    let between = format!(
+        r#"{{"model":"sluice-sim-1","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2500)
+    );
+    let (status, _, _) = send(signed(
+        "POST",
+        "/v1/chat/completions",
+        between.clone(),
+        unix_now(),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let title = format!(r#"{{"title":"{}"}}"#, "t".repeat(2500));
+    let (status, _, body) = send(signed("POST", "/v1/conversations", title, unix_now())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        json(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("body_limit_bytes"),
+        "{body:?}"
+    );
 }
 
 #[tokio::test]

@@ -170,7 +170,7 @@ fn unique(prefix: &str) -> String {
 mod rate_limit {
     use super::rate_limit_world::RateLimitPolicy;
     use super::rate_limit_world::exports::sluice::rate_limit::rate_limit::{
-        TokenAdmission, TokenCharge,
+        TokenAdmission, TokenCharge, TokenRequest,
     };
     use super::rate_limit_world::sluice::types::types::{
         Principal, RequestHead, Tier, TokenLimits,
@@ -198,10 +198,17 @@ mod rate_limit {
         head: &RequestHead,
         body: &[u8],
     ) -> TokenOutcome {
+        let read = sluice_core::token_estimate::TokenRequest::read(body);
+        let request = TokenRequest {
+            text_bytes: read.text_bytes,
+            files: read.files,
+            output_tokens: read.output_tokens,
+            choices: read.choices,
+        };
         let (mut store, instance) = instantiate(policy).await;
         instance
             .sluice_rate_limit_rate_limit()
-            .call_admit_tokens(&mut store, who, head, body)
+            .call_admit_tokens(&mut store, who, head, request)
             .await
             .unwrap()
             .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))

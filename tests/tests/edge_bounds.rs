@@ -1,8 +1,9 @@
 //! What the edge reads and whom it answers, through the real edge and
 //! origin: request bodies just under the limit pass and far over it are a 413
 //! in the route's API shape (declared by `Content-Length` and streamed), too
-//! many headers a 431; browser origins get CORS answers, preflights without
-//! credentials, never `*` with credentials.
+//! many headers a 431; on the AI routes a body past the held limit streams to
+//! the origin, uncached, its tokens still counted; browser origins get CORS
+//! answers, preflights without credentials, never `*` with credentials.
 #![expect(
     clippy::unwrap_used,
     reason = "tests: any failure should fail the test"
@@ -12,12 +13,15 @@ use serde_json::{Value, json};
 use sluice_e2e::{DEMO_KEY, Options, Stack};
 
 const LIMIT: usize = 64 * 1024;
+/// What the AI routes take, streamed past `LIMIT`.
+const AI_LIMIT: usize = 2 << 20;
 const APP: &str = "https://app.example.com";
 
 async fn start() -> Stack {
     Stack::start(Options {
         edge_variables: vec![
             ("max_request_body_bytes", LIMIT.to_string()),
+            ("max_ai_request_body_bytes", AI_LIMIT.to_string()),
             (
                 "cors_allowed_origins",
                 format!("{APP}, https://*.tools.dev"),
@@ -49,19 +53,34 @@ fn streamed(bytes: Vec<u8>) -> reqwest::Body {
 }
 
 async fn post(url: &str, body: reqwest::Body) -> (u16, Value) {
+    let (status, _, body) = post_as(url, DEMO_KEY, body).await;
+    (status, body)
+}
+
+/// Status, `x-cache` and body of a POST as `key`.
+async fn post_as(url: &str, key: &str, body: reqwest::Body) -> (u16, String, Value) {
     let response = reqwest::Client::new()
         .post(url)
-        .bearer_auth(DEMO_KEY)
+        .bearer_auth(key)
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .unwrap();
     let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     // The body must arrive whole: a 413 sent while the client is still
     // sending must not be lost to a reset connection.
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        cache,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,16 +94,33 @@ async fn bodies_over_the_limit_are_413_in_the_routes_shape_and_headers_bounded()
     let (status, body) = post(&chat, streamed(chat_of_size(LIMIT))).await;
     assert_eq!(status, 200, "{body}");
 
-    // Far over: 413 in OpenAI's shape, not a 502 from a cut origin connection.
+    // Far over: 413 in OpenAI's shape, not a 502 from a cut origin
+    // connection, naming the limit to raise.
     let (status, body) = post(&chat, chat_of_size(4 << 20).into()).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "request_too_large", "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&AI_LIMIT.to_string()) && message.contains("max_ai_request_body_bytes"),
+        "{message}"
+    );
     let (status, body) = post(&chat, streamed(chat_of_size(4 << 20))).await;
     assert_eq!(status, 413, "{body}");
-    // One byte over is over.
-    let (status, _) = post(&chat, streamed(chat_of_size(LIMIT + 1))).await;
+    // One byte over is over, found while streaming it to the origin.
+    let (status, _) = post(&chat, streamed(chat_of_size(AI_LIMIT + 1))).await;
     assert_eq!(status, 413);
+    // Other routes hold their bodies and stop at `max_request_body_bytes`.
+    let title = json!({ "title": "t".repeat(LIMIT) }).to_string();
+    let (status, body) = post(&format!("{}/v1/conversations", stack.edge), title.into()).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`max_request_body_bytes`"),
+        "{body}"
+    );
 
     // On Anthropic's route, Anthropic's shape.
     let (status, body) = post(
@@ -109,6 +145,67 @@ async fn bodies_over_the_limit_are_413_in_the_routes_shape_and_headers_bounded()
     // The edge is still serving.
     let (status, _) = post(&chat, chat_of_size(1000).into()).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ai_bodies_past_the_held_limit_stream_uncached_and_token_limits_still_hold() {
+    let stack = Stack::start(Options {
+        edge_variables: vec![
+            ("max_request_body_bytes", LIMIT.to_string()),
+            ("max_ai_request_body_bytes", AI_LIMIT.to_string()),
+            // 200 000 tokens an hour: a 512 KiB body (about 131 000) fits once.
+            ("tokens_free", "200000/1h".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let chat = format!("{}/v1/chat/completions", stack.edge);
+    let body = chat_of_size(512 << 10);
+    // Declared and chunked alike: served, never cached (the same body again
+    // is not a hit), its tokens charged and settled.
+    let (status, cache, answer) = post_as(&chat, sluice_e2e::OTHER_KEY, body.clone().into()).await;
+    assert_eq!((status, cache.as_str()), (200, "BYPASS"), "{answer}");
+    let (status, cache, _) = post_as(&chat, sluice_e2e::OTHER_KEY, streamed(body.clone())).await;
+    assert_eq!((status, cache.as_str()), (200, "BYPASS"));
+
+    // The token limit counts a streamed body as it passes: the first fits,
+    // the second is refused before its last byte reaches the origin.
+    let conversation: Value = reqwest::Client::new()
+        .post(format!("{}/v1/conversations", stack.edge))
+        .bearer_auth(DEMO_KEY)
+        .json(&json!({ "title": "big" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let turns = format!(
+        "{}/v1/conversations/{}/messages",
+        stack.edge,
+        conversation["id"].as_str().unwrap()
+    );
+    let turn = json!({ "content": "y".repeat(512 << 10), "max_tokens": 5 }).to_string();
+    let (status, _, first) = post_as(&turns, DEMO_KEY, streamed(turn.clone().into_bytes())).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, _, refused) = post_as(&turns, DEMO_KEY, streamed(turn.into_bytes())).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["type"], "tokens", "{refused}");
+    let messages: Value = reqwest::Client::new()
+        .get(&turns)
+        .bearer_auth(DEMO_KEY)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        messages["data"].as_array().unwrap().len(),
+        2,
+        "the refused turn never reached the origin: {messages}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

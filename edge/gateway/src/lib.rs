@@ -6,18 +6,29 @@
 //! costs no tokens; a charged request is settled to the usage the answer
 //! reports once it has ended (`sluice_core::usage_report`).
 //!
+//! Request bodies are read whole up to `max_request_body_bytes`. On the AI
+//! routes a larger one (up to `max_ai_request_body_bytes`: a coding
+//! assistant's session of screenshots) is streamed to the origin as it
+//! arrives instead ([`forward_streaming`]): never cached, its tokens counted
+//! as it passes and admitted before its last byte is sent; a refusal then
+//! aborts the body, so the origin never acts on it.
+//!
 //! Variables: `origin_url` (scheme://host:port, no trailing slash) and
 //! `edge_secret` (shared with the origin).
 
 use futures::{SinkExt, StreamExt};
 use sluice_core::cors::CorsSettings;
 use sluice_core::settings::{ClientIpSettings, OriginSettings, RequestLimits};
+use sluice_core::token_estimate::TokenScanner;
 use sluice_core::{client_ip, edge_signature, usage_report};
+use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{
-    IncomingRequest, IncomingResponse, OutgoingResponse, Request, Response, ResponseOutparam,
+    IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, Request, Response,
+    ResponseOutparam,
 };
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::config::store as config;
+use std::pin::Pin;
 
 spin_sdk::wit_bindgen::generate!({
     world: "policies",
@@ -29,7 +40,7 @@ spin_sdk::wit_bindgen::generate!({
 
 use sluice::auth::auth;
 use sluice::cache::cache::{self, LookupResult};
-use sluice::rate_limit::rate_limit::{self, TokenCharge};
+use sluice::rate_limit::rate_limit::{self, TokenCharge, TokenRequest};
 use sluice_edge_shared::types::{Denial, Principal, RequestHead};
 
 type Headers = Vec<(String, String)>;
@@ -70,6 +81,9 @@ enum Reply {
         head: Response,
         origin: IncomingResponse,
         tokens: Option<Settlement>,
+        /// The answer is an event stream ending with the usage comment the
+        /// gateway asked for, which the client never sees.
+        strip_usage: bool,
     },
 }
 
@@ -78,8 +92,6 @@ struct Settlement {
     charge: TokenCharge,
     /// What the response head said (a non-streamed answer's usage).
     used: Option<u64>,
-    /// An event stream whose usage comes in its closing comment.
-    stream: bool,
 }
 
 impl From<Response> for Reply {
@@ -129,7 +141,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             head,
             origin,
             tokens,
-        } => relay(head, origin, tokens, out).await,
+            strip_usage,
+        } => relay(head, origin, tokens, strip_usage, out).await,
     }
 }
 
@@ -170,18 +183,42 @@ async fn entry(
             )),
         };
     }
-    let req = read_request(incoming, &limits).await?;
-    Ok(gateway(req).await)
+    let (req, rest) = read_request(incoming, &limits).await?;
+    Ok(gateway(req, rest).await)
+}
+
+/// The rest of a request body too large to hold, streamed to the origin.
+struct BodyRest {
+    chunks: Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>,
+    /// The route's body limit and the variable that sets it.
+    limit: usize,
+    limit_name: &'static str,
+}
+
+/// 413 in OpenAI's shape, naming the limit and how to raise it.
+fn too_large(limit: usize, name: &str) -> Denial {
+    Denial::openai(
+        413,
+        &format!(
+            "Request body is over the limit of {limit} bytes for this route (the edge's \
+             `{name}` variable; an operator can raise it)."
+        ),
+        "invalid_request_error",
+        Some("request_too_large"),
+        None,
+    )
 }
 
 /// The request with its body, refused as soon as it is over a bound: too
-/// many or too large headers (431), or a body over `max_request_body_bytes`
-/// (413), declared by `Content-Length` or found while reading a streamed one,
-/// whose rest is then never read.
+/// many or too large headers (431), or a body over the route's limit (413),
+/// declared by `Content-Length` or found while reading a streamed one, whose
+/// rest is then never read. A body is read whole up to
+/// `max_request_body_bytes`; past it, on the AI routes, the rest is left to
+/// stream ([`BodyRest`]).
 async fn read_request(
     incoming: IncomingRequest,
     limits: &RequestLimits,
-) -> Result<Request, Denial> {
+) -> Result<(Request, Option<BodyRest>), Denial> {
     let entries = incoming.headers().entries();
     let header_bytes: usize = entries.iter().map(|(n, v)| n.len() + v.len()).sum();
     if entries.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
@@ -199,48 +236,53 @@ async fn read_request(
             None,
         ));
     }
-    let too_large = || {
-        Denial::openai(
-            413,
-            &format!(
-                "Request body is over the limit of {} bytes.",
-                limits.max_body_bytes
-            ),
-            "invalid_request_error",
-            Some("request_too_large"),
-            None,
-        )
-    };
+    let method = incoming.method().to_string();
+    let path = incoming.path_with_query().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default().to_string();
+    let (limit, limit_name) = limits.body_limit(&method, &path);
     let declared = entries
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limits.max_body_bytes) {
-        return Err(too_large());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit, limit_name));
     }
     let mut builder = Request::builder();
     builder
         .method(incoming.method())
         .uri(incoming.uri())
         .headers(incoming.headers());
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    let held = limits.max_body_bytes.min(limit);
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(held));
     let mut chunks = incoming.into_body_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| {
-            Denial::openai(
-                400,
-                &format!("Could not read the request: {}", e.to_debug_string()),
-                "invalid_request_error",
-                None,
-                None,
-            )
-        })?;
-        if body.len() + chunk.len() > limits.max_body_bytes {
-            return Err(too_large());
+        let chunk = chunk.map_err(|e| unreadable(&e.to_debug_string()))?;
+        if body.len() + chunk.len() > held {
+            if held == limit {
+                return Err(too_large(limit, limit_name));
+            }
+            // Too large to hold: what is read goes first, the rest streams.
+            body.extend_from_slice(&chunk);
+            let rest = BodyRest {
+                chunks: Box::pin(chunks.map(|c| c.map_err(|e| e.to_debug_string()))),
+                limit,
+                limit_name,
+            };
+            return Ok((builder.body(body).build(), Some(rest)));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(builder.body(body).build())
+    Ok((builder.body(body).build(), None))
+}
+
+fn unreadable(why: &str) -> Denial {
+    Denial::openai(
+        400,
+        &format!("Could not read the request: {why}"),
+        "invalid_request_error",
+        None,
+        None,
+    )
 }
 
 fn variable(name: &str) -> Option<String> {
@@ -290,6 +332,7 @@ async fn relay(
     head: Response,
     origin: IncomingResponse,
     tokens: Option<Settlement>,
+    strip_usage: bool,
     out: ResponseOutparam,
 ) {
     let Ok(head) = OutgoingResponse::try_from(head) else {
@@ -298,10 +341,7 @@ async fn relay(
     let mut sink = head.take_body();
     out.set(head);
     let mut chunks = origin.take_body_stream();
-    let mut stripper = tokens
-        .as_ref()
-        .filter(|t| t.stream)
-        .map(|_| usage_report::Stripper::default());
+    let mut stripper = strip_usage.then(usage_report::Stripper::default);
     let mut complete = true;
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
@@ -333,7 +373,7 @@ async fn relay(
     }
 }
 
-async fn gateway(req: Request) -> Reply {
+async fn gateway(req: Request, rest: Option<BodyRest>) -> Reply {
     if req.path() == "/health" {
         return Reply::Whole(json(
             200,
@@ -376,7 +416,19 @@ async fn gateway(req: Request) -> Reply {
         return purge(&req, limit_headers).into();
     }
 
-    let ticket = match cache::find(&who, &head, req.body()) {
+    // A streamed body is never served from or stored in the cache (it is
+    // looked up as `no-store`, which still lets a write invalidate).
+    let lookup = match &rest {
+        None => cache::find(&who, &head, req.body()),
+        Some(_) => {
+            let mut uncached = head.clone();
+            uncached
+                .headers
+                .push(("cache-control".into(), "no-store".into()));
+            cache::find(&who, &uncached, &[])
+        }
+    };
+    let ticket = match lookup {
         LookupResult::Hit((cached, age)) => {
             let mut headers = cached.headers;
             headers.push(("x-cache".into(), "HIT".into()));
@@ -387,25 +439,55 @@ async fn gateway(req: Request) -> Reply {
         LookupResult::Bypass(ticket) => ticket.map(|t| (t, "BYPASS")),
     };
 
-    let charge = match rate_limit::admit_tokens(&who, &head, req.body()) {
-        Ok(admission) => {
-            limit_headers = joined(limit_headers, admission.headers);
-            admission.charge
-        }
-        Err(mut denial) => {
-            denial.headers = joined(limit_headers, denial.headers);
-            return from_denial(denial, Vec::new()).into();
-        }
-    };
-
     let forwarded_for = Forwarded {
         client_ip: head.client_ip.clone(),
         client_ip_header: client.header.name().to_string(),
-        report_usage: charge.is_some(),
+        // A streamed body's charge is known only once it has been sent, so
+        // the usage is always asked for then (and its comment always taken out).
+        report_usage: true,
     };
-    let upstream = match forward(req, head.headers, &who, forwarded_for).await {
-        Ok(response) => response,
-        Err(message) => {
+    let sent = match rest {
+        None => {
+            let mut scanner = TokenScanner::default();
+            scanner.feed(req.body());
+            match admit(&who, &head, scanner) {
+                Ok((charge, headers)) => {
+                    limit_headers = joined(limit_headers, headers);
+                    let asked = charge.is_some();
+                    let forwarded_for = Forwarded {
+                        report_usage: asked,
+                        ..forwarded_for
+                    };
+                    match forward(req, head.headers.clone(), &who, forwarded_for).await {
+                        Ok(response) => Ok((response, charge, asked)),
+                        Err(message) => Err((message, charge)),
+                    }
+                }
+                Err(mut denial) => {
+                    denial.headers = joined(limit_headers, denial.headers);
+                    return from_denial(denial, Vec::new()).into();
+                }
+            }
+        }
+        Some(rest) => match forward_streaming(req, rest, &head, &who, forwarded_for).await {
+            Ok(Streamed::Answered {
+                response,
+                charge,
+                headers,
+            }) => {
+                limit_headers = joined(limit_headers, headers);
+                Ok((response, charge, true))
+            }
+            Ok(Streamed::Refused(mut denial)) => {
+                denial.headers = joined(limit_headers, denial.headers);
+                return from_denial(denial, Vec::new()).into();
+            }
+            Err(message) => Err((message, None)),
+        },
+    };
+    let (upstream, charge, asked_usage) = match sent {
+        Ok(sent) => sent,
+        Err((message, charge)) => {
             if let Some(charge) = &charge {
                 rate_limit::settle_tokens(charge, 0);
             }
@@ -426,17 +508,14 @@ async fn gateway(req: Request) -> Reply {
         .iter()
         .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"));
     let Some((ticket, label)) = ticket else {
-        let tokens = charge.map(|charge| Settlement {
-            charge,
-            used,
-            stream,
-        });
+        let tokens = charge.map(|charge| Settlement { charge, used });
         let mut headers = headers;
         headers.push(("x-cache".into(), "BYPASS".into()));
         return Reply::Relay {
             head: respond(status, headers, limit_headers, Vec::new()),
             origin: upstream,
             tokens,
+            strip_usage: asked_usage && stream,
         };
     };
     // Cacheable: read it whole, offer it to the cache (which borrows it), take it back.
@@ -449,8 +528,8 @@ async fn gateway(req: Request) -> Reply {
     };
     // A stream read whole (a conversation turn, whose write must be seen
     // before the cache is invalidated) has its usage comment taken out here.
-    let (body, used) = match (&charge, stream) {
-        (Some(_), true) => {
+    let (body, used) = match (asked_usage, stream) {
+        (true, true) => {
             let mut stripper = usage_report::Stripper::default();
             let mut kept = stripper.feed(&body);
             let (rest, reported) = stripper.finish();
@@ -613,6 +692,20 @@ async fn forward(
     who: &Principal,
     forwarded: Forwarded,
 ) -> Result<IncomingResponse, String> {
+    let outbound = to_origin(req, headers, who, forwarded)?;
+    spin_sdk::http::send::<_, IncomingResponse>(outbound)
+        .await
+        .map_err(|e| format!("origin request failed: {e}"))
+}
+
+/// The request as the origin gets it: the origin's URL, the client's
+/// headers but the stripped ones, one `X-Forwarded-For`, the signed identity.
+fn to_origin(
+    req: Request,
+    headers: Headers,
+    who: &Principal,
+    forwarded: Forwarded,
+) -> Result<Request, String> {
     let origin =
         OriginSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| e.to_string())?;
     let path_and_query = req.path_and_query().unwrap_or("/").to_string();
@@ -644,10 +737,138 @@ async fn forward(
     for (name, value) in signed {
         builder.header(name, value);
     }
-    let outbound = builder.body(req.into_body()).build();
-    spin_sdk::http::send::<_, IncomingResponse>(outbound)
-        .await
-        .map_err(|e| format!("origin request failed: {e}"))
+    Ok(builder.body(req.into_body()).build())
+}
+
+/// Charges what the scanned body says it may use to the caller's token
+/// limits: the charge to settle (when a limit applies) and the headers to add.
+fn admit(
+    who: &Principal,
+    head: &RequestHead,
+    scanner: TokenScanner,
+) -> Result<(Option<TokenCharge>, Headers), Denial> {
+    let read = scanner.finish();
+    let request = TokenRequest {
+        text_bytes: read.text_bytes,
+        files: read.files,
+        output_tokens: read.output_tokens,
+        choices: read.choices,
+    };
+    rate_limit::admit_tokens(who, head, request).map(|a| (a.charge, a.headers))
+}
+
+/// How a streamed body ended.
+enum Streamed {
+    /// All of it was admitted and sent; the origin's answer.
+    Answered {
+        response: IncomingResponse,
+        charge: Option<TokenCharge>,
+        headers: Headers,
+    },
+    /// Over its limit, or refused by a token limit: the body was aborted.
+    Refused(Denial),
+}
+
+/// What one outbound write may hold (wasi:io's `blocking-write-and-flush`
+/// takes at most 4096 bytes).
+const WRITE_BYTES: usize = 4096;
+
+/// Sends a body too large to hold: the part already read, then the rest as
+/// it arrives, counted by a [`TokenScanner`]. Before the body is finished
+/// its tokens are admitted; a refusal (or a body over its limit) drops the
+/// outgoing body unfinished, which wasi:http turns into an aborted request,
+/// so the origin never acts on a partial body.
+async fn forward_streaming(
+    req: Request,
+    rest: BodyRest,
+    head: &RequestHead,
+    who: &Principal,
+    forwarded: Forwarded,
+) -> Result<Streamed, String> {
+    let mut scanner = TokenScanner::default();
+    scanner.feed(req.body());
+    // The part already read comes back as the request's buffered body,
+    // which `send` would write; it is written here, before the rest.
+    let (outbound, first) = to_origin(req, head.headers.clone(), who, forwarded)?
+        .try_into_outgoing_request()
+        .map_err(|e| format!("origin request: {e}"))?;
+    let first = first.unwrap_or_default();
+    let body = outbound
+        .body()
+        .map_err(|()| "origin request: its body was taken".to_string())?;
+    let response = std::pin::pin!(spin_sdk::http::send::<_, IncomingResponse>(outbound));
+    let sent = std::pin::pin!(send_body(body, first, rest, scanner, who, head));
+    match futures::future::select(response, sent).await {
+        // The origin answered before the body ended (it refused it early):
+        // the rest is not sent.
+        futures::future::Either::Left((response, _)) => {
+            let response = response.map_err(|e| format!("origin request failed: {e}"))?;
+            Ok(Streamed::Answered {
+                response,
+                charge: None,
+                headers: Vec::new(),
+            })
+        }
+        futures::future::Either::Right((sent, response)) => match sent {
+            Ok((charge, headers)) => {
+                let response = response
+                    .await
+                    .map_err(|e| format!("origin request failed: {e}"))?;
+                Ok(Streamed::Answered {
+                    response,
+                    charge,
+                    headers,
+                })
+            }
+            Err(Unsent::Refused(denial)) => Ok(Streamed::Refused(denial)),
+            Err(Unsent::Failed(message)) => Err(message),
+        },
+    }
+}
+
+/// Why a streamed body was not finished.
+enum Unsent {
+    Refused(Denial),
+    Failed(String),
+}
+
+/// Writes `first` and then `rest` to the origin, admits the scanned tokens
+/// and finishes the body; on any refusal the body is dropped unfinished.
+async fn send_body(
+    body: OutgoingBody,
+    first: Vec<u8>,
+    mut rest: BodyRest,
+    mut scanner: TokenScanner,
+    who: &Principal,
+    head: &RequestHead,
+) -> Result<(Option<TokenCharge>, Headers), Unsent> {
+    let stream = body
+        .write()
+        .map_err(|()| Unsent::Failed("origin request body: not writable".into()))?;
+    let write = |bytes: &[u8]| -> Result<(), Unsent> {
+        for piece in bytes.chunks(WRITE_BYTES) {
+            stream
+                .blocking_write_and_flush(piece)
+                .map_err(|e| Unsent::Failed(format!("origin request body: {e:?}")))?;
+        }
+        Ok(())
+    };
+    let mut total = first.len();
+    write(&first)?;
+    while let Some(chunk) = rest.chunks.next().await {
+        let chunk = chunk.map_err(|why| Unsent::Refused(unreadable(&why)))?;
+        total += chunk.len();
+        if total > rest.limit {
+            return Err(Unsent::Refused(too_large(rest.limit, rest.limit_name)));
+        }
+        scanner.feed(&chunk);
+        write(&chunk)?;
+    }
+    let admitted = admit(who, head, scanner).map_err(Unsent::Refused)?;
+    drop(stream);
+    OutgoingBody::finish(body, None)
+        .map_err(|e| Unsent::Failed(format!("origin request body: {e:?}")))?;
+    Ok(admitted)
 }
 
 /// 502 in OpenAI's shape: the origin could not be reached or broke off.

@@ -28,7 +28,9 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::sluice::rate_limit::rate_limit::{ChargedCounter, Guest, TokenAdmission, TokenCharge};
+use exports::sluice::rate_limit::rate_limit::{
+    ChargedCounter, Guest, TokenAdmission, TokenCharge, TokenRequest,
+};
 use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
 use sluice_core::rate_window;
 use sluice_core::settings::{RateLimitSettings, TokenSettings};
@@ -68,7 +70,7 @@ impl Guest for RateLimit {
     fn admit_tokens(
         who: Principal,
         head: RequestHead,
-        body: Vec<u8>,
+        request: TokenRequest,
     ) -> Result<TokenAdmission, Denial> {
         let settings = load()?;
         let tokens = &settings.tokens;
@@ -85,7 +87,7 @@ impl Guest for RateLimit {
                 headers: Vec::new(),
             });
         }
-        let estimate = estimate(&body, &head, tokens);
+        let estimate = estimate(&request, &head, tokens);
         let now = now_ms();
         let charged = charge(checks, estimate, settings.fail_mode, now)?;
         let applied: Vec<Applied> = charged.iter().map(|(a, _)| a.clone()).collect();
@@ -203,13 +205,19 @@ fn undo(charged: &[(Applied, Option<ChargedCounter>)], estimate: u64) {
 
 /// What the request is admitted for; a route that generates nothing
 /// (embeddings) has no output.
-fn estimate(body: &[u8], head: &RequestHead, settings: &TokenSettings) -> u64 {
+fn estimate(request: &TokenRequest, head: &RequestHead, settings: &TokenSettings) -> u64 {
     let default_output = if head.path == "/v1/embeddings" {
         0
     } else {
         settings.default_output_tokens
     };
-    token_estimate::TokenRequest::read(body).estimate(default_output, settings.image_tokens)
+    let request = token_estimate::TokenRequest {
+        text_bytes: request.text_bytes,
+        files: request.files,
+        output_tokens: request.output_tokens,
+        choices: request.choices,
+    };
+    request.estimate(default_output, settings.image_tokens)
 }
 
 /// The caller's token policies: its key's own, then its user's own or else

@@ -26,6 +26,9 @@ pub struct MessagesRequest {
     /// `Err` when the request uses what only Anthropic models have (a
     /// server tool, say): it can then be served by Anthropic deployments only.
     pub chat: Result<ChatRequest, String>,
+    /// What the chat translation dropped or changed (`to_chat::Translated`),
+    /// reported when a non-Anthropic deployment serves the request.
+    pub chat_adjusted: Vec<String>,
     /// The client's `anthropic-beta` header, passed to Anthropic upstreams.
     pub beta: Option<String>,
 }

@@ -8,7 +8,7 @@ use crate::conversations::store::{
     ConversationError, ConversationStore, DEFAULT_PAGE_LIMIT, Message, NewConversation,
 };
 use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
-use crate::http::{ApiError, BodyLimit, LimitedBody};
+use crate::http::{ApiError, BodyLimit, GenerationBody, LimitedBody};
 use crate::openai::{ChatMessage, ChatRequest, Role, Usage};
 use crate::priority::Priority;
 use axum::extract::rejection::QueryRejection;
@@ -268,7 +268,7 @@ pub async fn post_message(
     Extension(who): Extension<Identity>,
     Path(id): Path<String>,
     priority: Priority,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
     let post: PostMessage = parse::parse_json(&body)?;
     if post.content.trim().is_empty() {

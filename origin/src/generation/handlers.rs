@@ -3,7 +3,7 @@
 
 use crate::budgets::Payer;
 use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
-use crate::http::{ApiError, BodyLimit, LimitedBody};
+use crate::http::{ApiError, BodyLimit, GenerationBody};
 use crate::priority::Priority;
 use axum::body::Bytes;
 use axum::extract::{FromRef, State};
@@ -43,7 +43,7 @@ async fn chat_completions(
     Extension(who): Extension<Identity>,
     priority: Priority,
     headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
     answer_chat(&generation, &who, priority, &headers, body).await
 }
@@ -94,7 +94,7 @@ async fn embeddings(
     State(generation): State<GenerationService>,
     Extension(who): Extension<Identity>,
     priority: Priority,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
     let request = parse::parse_embeddings(&body)?;
     let embedded = generation

@@ -28,6 +28,7 @@ pub struct MessagesAnswer {
     pub body: Value,
     pub deployment: Arc<Deployment>,
     pub attempts: u32,
+    pub adjusted: Vec<String>,
     pub usage: Usage,
     pub estimated: bool,
     pub cost_usd: f64,
@@ -152,6 +153,7 @@ impl GenerationService {
             body,
             deployment: served.deployment,
             attempts: served.attempts,
+            adjusted: served.adjusted,
             usage,
             estimated,
             cost_usd,
@@ -180,7 +182,8 @@ impl GenerationService {
             .chat
             .as_ref()
             .map_or(0, |c| c.estimated_prompt_tokens());
-        let (deployment, attempts) = (served.deployment, served.attempts);
+        let (deployment, attempts, adjusted) =
+            (served.deployment, served.attempts, served.adjusted);
         match served.value {
             MessagesStream::Native(stream) => {
                 let alias = model.clone();
@@ -199,12 +202,14 @@ impl GenerationService {
                         value: renamed,
                         deployment,
                         attempts,
+                        adjusted,
                     },
                     hold,
                     cap,
                     None,
                     model,
                     prompt_estimate,
+                    None,
                 ))
             }
             MessagesStream::Translated(chunks) => {
@@ -213,12 +218,14 @@ impl GenerationService {
                         value: chunks,
                         deployment,
                         attempts,
+                        adjusted,
                     },
                     hold,
                     cap,
                     None,
                     model.clone(),
                     prompt_estimate,
+                    None,
                 );
                 let mut events = EventsFromChunks::new(&model);
                 let translated = metered.events.flat_map(move |event| {
@@ -248,6 +255,7 @@ impl GenerationService {
                     events: Box::pin(translated),
                     deployment: metered.deployment,
                     attempts: metered.attempts,
+                    adjusted: metered.adjusted,
                     budget: metered.budget,
                     usage: metered.usage,
                 })

@@ -20,6 +20,7 @@ use crate::openai::{
 };
 use crate::priority::Priority;
 use crate::provider::{Embeddings, ProviderError};
+use crate::reasoning::{ReasoningStore, ReasoningTrace};
 use crate::routing::{Answer, Deployment, Engine, RouteError, Served};
 use axum::body::Bytes;
 use futures::stream::BoxStream;
@@ -163,6 +164,8 @@ pub struct Streamed<T = ChatChunk> {
     pub events: Pin<Box<dyn Stream<Item = GenerationEvent<T>> + Send>>,
     pub deployment: Arc<Deployment>,
     pub attempts: u32,
+    /// What the serving provider changed of the request (`x-sluice-adjusted`).
+    pub adjusted: Vec<String>,
     /// For a stream, `remaining` is as it stood before the call.
     pub budget: BudgetNote,
     /// The usage recorded when the stream ended, for the edge's token limits.
@@ -201,6 +204,8 @@ pub struct GenerationService {
     usage: UsageLog,
     reuse: ReusePolicy,
     budgets: Budgets,
+    /// Thinking kept for tool loops (`crate::reasoning`); `None` keeps none.
+    reasoning: Option<ReasoningStore>,
 }
 
 impl GenerationService {
@@ -210,6 +215,7 @@ impl GenerationService {
         usage: UsageLog,
         reuse: ReusePolicy,
         budgets: Budgets,
+        reasoning: Option<ReasoningStore>,
     ) -> GenerationService {
         GenerationService {
             engine,
@@ -217,11 +223,34 @@ impl GenerationService {
             usage,
             reuse,
             budgets,
+            reasoning,
         }
+    }
+
+    /// Puts back the thinking kept for the request's tool loop when a
+    /// deployment of its model is Anthropic's, which refuses the loop's next
+    /// step without it (`crate::reasoning`).
+    async fn restore_thinking(&self, payer: &Payer, request: Arc<ChatRequest>) -> Arc<ChatRequest> {
+        let Some(store) = &self.reasoning else {
+            return request;
+        };
+        let anthropic = self
+            .engine
+            .deployments(&request.model)
+            .iter()
+            .any(|d| d.provider.messages_api().is_some());
+        if !anthropic {
+            return request;
+        }
+        store.restore(&payer.subject, request).await
     }
 
     pub fn budgets(&self) -> &Budgets {
         &self.budgets
+    }
+
+    pub fn reasoning(&self) -> Option<&ReasoningStore> {
+        self.reasoning.as_ref()
     }
 
     /// Reserves a chat call's worst case: its prompt at most one token per
@@ -327,10 +356,18 @@ impl GenerationService {
         let (hold, upstream_request, output_cap) = self
             .reserve_chat(&generate.payer, request, generate.fingerprint.len())
             .await?;
+        let upstream_request = self
+            .restore_thinking(&generate.payer, upstream_request)
+            .await;
         let (served, coalesced) = self
             .engine
             .complete(upstream_request, generate.priority, coalesce_key)
             .await?;
+        if let (Some(store), Some(message)) = (&self.reasoning, served.value.response.message()) {
+            store
+                .remember_logged(&generate.payer.subject, ReasoningTrace::of_message(message))
+                .await;
+        }
         // The one field of the answer Sluice rewrites: the client's model name.
         let mut body = served.value.response.clone();
         body.set("model", request.model.clone().into());
@@ -380,6 +417,9 @@ impl GenerationService {
         let (hold, upstream_request, output_cap) = self
             .reserve_chat(&generate.payer, &request, generate.fingerprint.len())
             .await?;
+        let upstream_request = self
+            .restore_thinking(&generate.payer, upstream_request)
+            .await;
         let served = self
             .engine
             .stream(upstream_request, generate.priority)
@@ -388,6 +428,10 @@ impl GenerationService {
             .max_output_tokens()
             .or(output_cap)
             .filter(|_| hold.is_open());
+        let keep = self
+            .reasoning
+            .clone()
+            .map(|store| (store, generate.payer.subject.clone()));
         Ok(self.metered(
             served,
             hold,
@@ -395,13 +439,19 @@ impl GenerationService {
             output_cap,
             request.model.clone(),
             request.estimated_prompt_tokens(),
+            keep,
         ))
     }
 
     /// A stream whose usage is recorded when it ends (estimated when the
     /// upstream reported none).
     /// `cap`: the output tokens the budget reservation covers, past which
-    /// the stream is ended (`None` when no budget applies).
+    /// the stream is ended (`None` when no budget applies). `keep`: where
+    /// (and for whom) the stream's tool-loop thinking is kept.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per surface, each naming all"
+    )]
     fn metered<T: Metered>(
         &self,
         served: Served<BoxStream<'static, Result<T, ProviderError>>>,
@@ -410,6 +460,7 @@ impl GenerationService {
         output_cap: Option<u32>,
         model: String,
         prompt_estimate: u32,
+        keep: Option<(ReasoningStore, String)>,
     ) -> Streamed<T> {
         let budget = BudgetNote {
             remaining: hold.remaining_before(),
@@ -427,12 +478,14 @@ impl GenerationService {
             usage: None,
             recorded: UsageCell::default(),
             log: self.usage.clone(),
+            trace: keep.map(|keep| (ReasoningTrace::default(), keep)),
         };
         let usage = meter.recorded.clone();
         Streamed {
             events: Box::pin(futures::stream::unfold(meter, Meter::next)),
             deployment: served.deployment,
             attempts: served.attempts,
+            adjusted: served.adjusted,
             budget,
             usage,
         }
@@ -488,6 +541,8 @@ pub trait Metered: Send + 'static {
     fn note_usage(&self, usage: &mut Option<Usage>);
     /// Generated tokens in this item, estimated.
     fn estimated_tokens(&self) -> u32;
+    /// Folds what this item says of the answer's reasoning into `trace`.
+    fn trace_reasoning(&self, _trace: &mut ReasoningTrace) {}
 }
 
 impl Metered for ChatChunk {
@@ -499,6 +554,10 @@ impl Metered for ChatChunk {
 
     fn estimated_tokens(&self) -> u32 {
         ChatChunk::estimated_tokens(self)
+    }
+
+    fn trace_reasoning(&self, trace: &mut ReasoningTrace) {
+        trace.on_chunk(self);
     }
 }
 
@@ -518,6 +577,8 @@ struct Meter<T> {
     usage: Option<Usage>,
     recorded: UsageCell,
     log: UsageLog,
+    /// The stream's reasoning, kept when it ends normally, for its caller.
+    trace: Option<(ReasoningTrace, (ReasoningStore, String))>,
 }
 
 impl<T: Metered> Meter<T> {
@@ -529,6 +590,9 @@ impl<T: Metered> Meter<T> {
                 self.completion_estimate += tokens;
                 self.content_chunks += u32::from(tokens > 0);
                 item.note_usage(&mut self.usage);
+                if let Some((trace, _)) = &mut self.trace {
+                    item.trace_reasoning(trace);
+                }
                 GenerationEvent::Chunk(item)
             }
             Some(Err(error)) => {
@@ -542,6 +606,9 @@ impl<T: Metered> Meter<T> {
             None => {
                 self.events = None;
                 let usage = self.finish(false).await;
+                if let Some((trace, (store, subject))) = self.trace.take() {
+                    store.remember_logged(&subject, trace.finish()).await;
+                }
                 GenerationEvent::Done { usage }
             }
         };

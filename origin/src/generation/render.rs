@@ -24,7 +24,12 @@ pub fn completion_headers(headers: &mut HeaderMap, completion: &Completion) {
             cost_usd,
             coalesced,
         } => {
-            route_headers(headers, &served.deployment, served.attempts);
+            route_headers(
+                headers,
+                &served.deployment,
+                served.attempts,
+                &served.adjusted,
+            );
             usage_headers(
                 headers,
                 served.value.usage,
@@ -67,7 +72,14 @@ pub fn budget_headers(headers: &mut HeaderMap, note: &BudgetNote) {
     }
 }
 
-pub(crate) fn route_headers(headers: &mut HeaderMap, deployment: &Deployment, attempts: u32) {
+/// Which deployment answered, after how many calls, and what its provider
+/// changed of the request (`x-sluice-adjusted`, see `provider::Adjustments`).
+pub(crate) fn route_headers(
+    headers: &mut HeaderMap,
+    deployment: &Deployment,
+    attempts: u32,
+    adjusted: &[String],
+) {
     headers.insert(
         "x-sluice-provider",
         HeaderValue::from_static(deployment.provider.kind()),
@@ -76,6 +88,11 @@ pub(crate) fn route_headers(headers: &mut HeaderMap, deployment: &Deployment, at
         headers.insert("x-sluice-deployment", name);
     }
     headers.insert("x-sluice-attempts", HeaderValue::from(attempts));
+    if !adjusted.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&adjusted.join(", "))
+    {
+        headers.insert("x-sluice-adjusted", value);
+    }
 }
 
 pub(crate) fn usage_headers(headers: &mut HeaderMap, usage: Usage, estimated: bool, cost: f64) {
@@ -124,6 +141,7 @@ pub fn embeddings_response(embedded: &Embedded, request: &EmbeddingsRequest) -> 
         headers,
         &embedded.served.deployment,
         embedded.served.attempts,
+        &embedded.served.adjusted,
     );
     usage_headers(
         headers,

@@ -111,13 +111,14 @@ impl Relaying {
 pub fn sse_response(streamed: Streamed, relay: Relay) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
     let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
+    let adjusted = streamed.adjusted.clone();
     let relaying = Relaying {
         text: relay.on_end.as_ref().map(|_| String::new()),
         relay,
         streamed: Some(streamed),
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    let mut response = event_stream_response(body, &deployment, attempts, usage);
+    let mut response = event_stream_response(body, &deployment, attempts, &adjusted, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }
@@ -130,6 +131,7 @@ pub fn event_stream_response(
     body: impl futures::Stream<Item = Bytes> + Send + 'static,
     deployment: &crate::routing::Deployment,
     attempts: u32,
+    adjusted: &[String],
     usage: UsageCell,
 ) -> Response {
     let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
@@ -141,7 +143,7 @@ pub fn event_stream_response(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Tells nginx-style proxies in front not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    route_headers(headers, deployment, attempts);
+    route_headers(headers, deployment, attempts, adjusted);
     response.extensions_mut().insert(usage);
     response
 }

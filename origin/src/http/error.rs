@@ -21,8 +21,11 @@ pub enum ApiError {
     },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
-    #[error("Request body is larger than {limit} bytes.")]
-    PayloadTooLarge { limit: usize },
+    #[error(
+        "Request body is larger than {limit} bytes, this route's limit (the origin's \
+         `[server] {setting}`; an operator can raise it)."
+    )]
+    PayloadTooLarge { limit: usize, setting: &'static str },
     #[error("Request did not come through the Sluice edge: {0}")]
     EdgeSignature(String),
     /// A spend budget refused the call: `budget` describes it (in the body's `error.budget`).

@@ -10,4 +10,4 @@ pub mod extract;
 
 pub use edge_signature::{EdgeVerifier, require_edge_signature};
 pub use error::ApiError;
-pub use extract::{BodyLimit, LimitedBody, require_admin};
+pub use extract::{BodyLimit, GenerationBody, LimitedBody, require_admin};

@@ -7,7 +7,7 @@ use crate::generation::render::{budget_headers, route_headers, usage_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{GenerationEvent, GenerationService, Streamed};
 use crate::http::error::AnthropicError;
-use crate::http::{ApiError, BodyLimit, LimitedBody};
+use crate::http::{ApiError, BodyLimit, GenerationBody};
 use crate::priority::Priority;
 use crate::provider::SseEvent;
 use axum::body::Bytes;
@@ -76,7 +76,10 @@ fn parse(
     {
         return Err(invalid(format!("stream: must be a boolean, got {stream}.")));
     }
-    let chat = to_chat(&body);
+    let (chat, chat_adjusted) = match to_chat(&body) {
+        Ok(translated) => (Ok(translated.chat), translated.adjusted),
+        Err(why) => (Err(why), Vec::new()),
+    };
     let beta = headers
         .get("anthropic-beta")
         .and_then(|v| v.to_str().ok())
@@ -85,6 +88,7 @@ fn parse(
         model,
         body,
         chat,
+        chat_adjusted,
         beta,
     })
 }
@@ -94,9 +98,9 @@ async fn create(
     Extension(who): Extension<Identity>,
     priority: Priority,
     headers: HeaderMap,
-    body: Result<LimitedBody, ApiError>,
+    body: Result<GenerationBody, ApiError>,
 ) -> Result<Response, AnthropicError> {
-    let LimitedBody(body) = body?;
+    let GenerationBody(body) = body?;
     let request = Arc::new(parse(&body, &headers, true)?);
     if request.is_stream() {
         let streamed = generation
@@ -109,7 +113,12 @@ async fn create(
         .await?;
     let mut response = Json(&answer.body).into_response();
     let headers = response.headers_mut();
-    route_headers(headers, &answer.deployment, answer.attempts);
+    route_headers(
+        headers,
+        &answer.deployment,
+        answer.attempts,
+        &answer.adjusted,
+    );
     usage_headers(headers, answer.usage, answer.estimated, answer.cost_usd);
     budget_headers(headers, &answer.budget);
     Ok(response)
@@ -119,13 +128,13 @@ async fn count_tokens(
     State(generation): State<GenerationService>,
     priority: Priority,
     headers: HeaderMap,
-    body: Result<LimitedBody, ApiError>,
+    body: Result<GenerationBody, ApiError>,
 ) -> Result<Response, AnthropicError> {
-    let LimitedBody(body) = body?;
+    let GenerationBody(body) = body?;
     let request = Arc::new(parse(&body, &headers, false)?);
     let (count, deployment) = generation.count_tokens(priority, request).await?;
     let mut response = Json(count).into_response();
-    route_headers(response.headers_mut(), &deployment, 1);
+    route_headers(response.headers_mut(), &deployment, 1, &[]);
     Ok(response)
 }
 
@@ -138,6 +147,7 @@ fn sse_event(event: &SseEvent) -> Bytes {
 fn sse_response(streamed: Streamed<SseEvent>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
     let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
+    let adjusted = streamed.adjusted.clone();
     let body = streamed.events.filter_map(|event| async move {
         match event {
             GenerationEvent::Chunk(event) => Some(sse_event(&event)),
@@ -155,7 +165,7 @@ fn sse_response(streamed: Streamed<SseEvent>) -> Response {
             GenerationEvent::Done { .. } => None,
         }
     });
-    let mut response = event_stream_response(body, &deployment, attempts, usage);
+    let mut response = event_stream_response(body, &deployment, attempts, &adjusted, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }

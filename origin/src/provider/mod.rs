@@ -37,6 +37,44 @@ pub struct Call<'a> {
     /// Told what the upstream says is left of the key's limits, on every
     /// successful response (the key pool, which rests a key that has none).
     pub limits: Option<&'a dyn LimitObserver>,
+    /// Where the provider notes what it changed or dropped of the request
+    /// because its upstream's API has no place for it or refuses it.
+    pub adjusted: Option<&'a Adjustments>,
+}
+
+impl Call<'_> {
+    /// Notes one change the upstream's API forced on the request.
+    pub fn adjust(&self, what: impl Into<String>) {
+        if let Some(adjusted) = self.adjusted {
+            adjusted.note(what);
+        }
+    }
+}
+
+/// What one call changed of the client's request on its way to its upstream:
+/// a gateway is lossless, so whatever it must drop or change (a field with
+/// no counterpart in the upstream's API, a setting the upstream refuses in
+/// that combination) is said, in the `x-sluice-adjusted` response header and
+/// a `request_adjusted` log event. Each note is `field:what-happened`.
+#[derive(Debug, Default)]
+pub struct Adjustments(std::sync::Mutex<Vec<String>>);
+
+impl Adjustments {
+    pub fn note(&self, what: impl Into<String>) {
+        let what = what.into();
+        if let Ok(mut notes) = self.0.lock()
+            && !notes.contains(&what)
+        {
+            notes.push(what);
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut notes| std::mem::take(&mut *notes))
+            .unwrap_or_default()
+    }
 }
 
 /// What an upstream's rate-limit headers say is left of a key's limits

@@ -5,7 +5,7 @@
 
 use super::wire::{check_status, events, send_error};
 use super::{Call, Embeddings, EventStream, Provider, ProviderError};
-use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
+use crate::openai::{ChatChunk, ChatMessage, ChatRequest, ChatResponse, Role};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -35,9 +35,31 @@ impl OpenAiCompatible {
 
     /// The client's request with the upstream's model name; a stream also
     /// asks for usage (how cost is counted), keeping any other stream option.
+    /// Three things change, noted on the call: the `thinking_blocks` Sluice
+    /// returns from Anthropic models (its own field, which OpenAI's API would
+    /// refuse) are left out; images and files in a `tool` message (whose parts
+    /// OpenAI takes as text only) follow the tool messages in a user message
+    /// (`move_tool_media`); and a reasoning request (`reasoning_effort`)
+    /// capped with `max_tokens` goes as `max_completion_tokens`, the only cap
+    /// OpenAI's reasoning models take.
     fn upstream_body(call: Call<'_>, request: &ChatRequest, stream: bool) -> ChatRequest {
         let mut body = request.clone();
         body.model = call.model.to_string();
+        let mut stripped = false;
+        for message in &mut body.messages {
+            stripped |= message.extra.remove("thinking_blocks").is_some();
+        }
+        if stripped {
+            call.adjust("messages.thinking_blocks:dropped");
+        }
+        move_tool_media(&mut body, &call);
+        if body.field("reasoning_effort").is_some()
+            && body.field("max_completion_tokens").is_none()
+            && let Some(cap) = body.extra.remove("max_tokens").filter(|v| !v.is_null())
+        {
+            body.set("max_completion_tokens", cap);
+            call.adjust("max_tokens:sent_as_max_completion_tokens");
+        }
         if stream {
             body.set("stream", Value::Bool(true));
             let mut options = match body.field("stream_options") {
@@ -50,6 +72,68 @@ impl OpenAiCompatible {
             body.set("stream", Value::Bool(false));
         }
         body
+    }
+}
+
+/// Moves the non-text parts of `tool` messages (an image a tool returned:
+/// a screenshot, a file read) into one user message after that run of tool
+/// messages, each introduced by the call it came from; OpenAI refuses them in
+/// a tool message and the model would otherwise never see them.
+fn move_tool_media(body: &mut ChatRequest, call: &Call<'_>) {
+    let has_media = |m: &ChatMessage| {
+        m.role == Role::Tool
+            && m.content()
+                .and_then(Value::as_array)
+                .is_some_and(|parts| parts.iter().any(|p| p["type"] != "text"))
+    };
+    if !body.messages.iter().any(has_media) {
+        return;
+    }
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(body.messages.len() + 1);
+    let mut moved: Vec<Value> = Vec::new();
+    for mut message in std::mem::take(&mut body.messages) {
+        if message.role != Role::Tool && !moved.is_empty() {
+            out.push(user_message(std::mem::take(&mut moved)));
+        }
+        if has_media(&message) {
+            let id = message
+                .extra
+                .get("tool_call_id")
+                .cloned()
+                .unwrap_or_default();
+            let parts = match message.extra.remove("content") {
+                Some(Value::Array(parts)) => parts,
+                _ => Vec::new(),
+            };
+            let (text, media): (Vec<Value>, Vec<Value>) =
+                parts.into_iter().partition(|p| p["type"] == "text");
+            moved.push(json!({ "type": "text", "text": format!(
+                "[the result of tool call {} continues here]",
+                id.as_str().unwrap_or_default()
+            ) }));
+            moved.extend(media);
+            let text = if text.is_empty() {
+                json!("[attachments follow in the next user message]")
+            } else {
+                Value::Array(text)
+            };
+            message.extra.insert("content".into(), text);
+            call.adjust("tool.content.image:user_message");
+        }
+        out.push(message);
+    }
+    if !moved.is_empty() {
+        out.push(user_message(moved));
+    }
+    body.messages = out;
+}
+
+fn user_message(parts: Vec<Value>) -> ChatMessage {
+    let mut extra = Map::new();
+    extra.insert("content".into(), Value::Array(parts));
+    ChatMessage {
+        role: Role::User,
+        extra,
     }
 }
 
@@ -167,5 +251,64 @@ impl Provider for OpenAiCompatible {
                 prompt_tokens: wire.usage.map(|u| u.prompt_tokens),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Adjustments;
+
+    #[test]
+    fn the_upstream_gets_what_openai_takes_and_the_changes_are_noted() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "alias", "reasoning_effort": "high", "max_tokens": 900,
+            "messages": [
+                {"role": "user", "content": "look"},
+                {"role": "assistant", "content": null, "thinking_blocks": [{"type": "thinking"}],
+                 "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}},
+                                {"id": "c2", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": [
+                    {"type": "text", "text": "the screen"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+                {"role": "tool", "tool_call_id": "c2", "content": "text only"},
+                {"role": "user", "content": "what do you see?"}
+            ]
+        }))
+        .unwrap();
+        let adjusted = Adjustments::default();
+        let call = Call {
+            model: "upstream-model",
+            key: None,
+            beta: None,
+            limits: None,
+            adjusted: Some(&adjusted),
+        };
+        let body =
+            serde_json::to_value(OpenAiCompatible::upstream_body(call, &request, false)).unwrap();
+        assert_eq!(body["model"], "upstream-model");
+        assert_eq!(body["max_completion_tokens"], 900);
+        assert!(body.get("max_tokens").is_none());
+        let messages = body["messages"].as_array().unwrap();
+        assert!(messages[1].get("thinking_blocks").is_none());
+        assert_eq!(
+            messages[2]["content"],
+            json!([{"type": "text", "text": "the screen"}])
+        );
+        assert_eq!(messages[3]["content"], "text only");
+        assert_eq!(messages[4]["role"], "user");
+        assert_eq!(
+            messages[4]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,AAAA"
+        );
+        assert_eq!(messages[5]["content"], "what do you see?");
+        assert_eq!(
+            adjusted.take(),
+            [
+                "messages.thinking_blocks:dropped",
+                "tool.content.image:user_message",
+                "max_tokens:sent_as_max_completion_tokens"
+            ]
+        );
     }
 }

@@ -402,6 +402,7 @@ mod tests {
         key: None,
         beta: None,
         limits: None,
+        adjusted: None,
     };
 
     #[test]

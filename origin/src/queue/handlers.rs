@@ -20,7 +20,7 @@ where
 }
 
 use crate::generation::{GenerationService, handlers::answer_chat, parse};
-use crate::http::{ApiError, BodyLimit, LimitedBody, require_admin};
+use crate::http::{ApiError, BodyLimit, GenerationBody, require_admin};
 use crate::priority::Priority;
 use crate::queue::store::{Job, JobError, JobQueue, NewJob};
 use axum::extract::rejection::QueryRejection;
@@ -121,7 +121,7 @@ async fn create(
     Extension(who): Extension<Identity>,
     priority: Priority,
     headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
     submit(&jobs, &generation, &who, priority, &headers, &body).await
 }
@@ -142,7 +142,7 @@ async fn generate(
     query: Result<Query<GenerateQuery>, QueryRejection>,
     priority: Priority,
     headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidRequest {
         message: e.body_text(),

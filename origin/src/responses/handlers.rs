@@ -11,7 +11,7 @@ use crate::budgets::Payer;
 use crate::generation::render::{budget_headers, completion_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{Generate, GenerationEvent, GenerationService, Source, Streamed, Surface};
-use crate::http::{ApiError, BodyLimit, LimitedBody};
+use crate::http::{ApiError, BodyLimit, GenerationBody};
 use crate::priority::Priority;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, Query, State};
@@ -59,9 +59,14 @@ async fn create(
     State(store): State<ResponseStore>,
     Extension(who): Extension<Identity>,
     priority: Priority,
-    LimitedBody(body): LimitedBody,
+    GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
-    let request = ResponsesRequest::parse(&body)?;
+    let mut request = ResponsesRequest::parse(&body)?;
+    let referenced = request.referenced_ids();
+    if !referenced.is_empty() {
+        let stored = store.items(&who.sub, &referenced).await?;
+        request.resolve(&stored)?;
+    }
     // The items this response is generated from: the earlier turns' inputs
     // and outputs, then this call's input.
     let mut context = Vec::new();
@@ -94,6 +99,7 @@ async fn create(
         store,
         subject: who.sub.clone(),
         context,
+        input: request.input.clone(),
     });
     if request.stream {
         let streamed = generation.stream(generate).await?;
@@ -128,18 +134,21 @@ fn sse_event(event: &Value) -> Bytes {
     Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
 }
 
-/// Where a response is stored once finished (`store: true`), and the items
-/// it was generated from.
+/// Where a response is stored once finished (`store: true`), the items it
+/// was generated from, and this call's own input items.
 struct Keep {
     store: ResponseStore,
     subject: String,
     context: Vec<Value>,
+    input: Vec<Value>,
 }
 
 impl Keep {
     async fn save(&self, response: &Value) -> Result<(), StoreError> {
+        let mut new_items = self.input.clone();
+        new_items.extend(response["output"].as_array().cloned().unwrap_or_default());
         self.store
-            .save(&self.subject, response, &self.context)
+            .save(&self.subject, response, &self.context, &new_items)
             .await
     }
 }
@@ -196,6 +205,7 @@ impl Relaying {
 fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Keep>) -> Response {
     let (deployment, attempts) = (Arc::clone(&streamed.deployment), streamed.attempts);
     let (budget, usage) = (streamed.budget.clone(), streamed.usage.clone());
+    let adjusted = streamed.adjusted.clone();
     let relaying = Relaying {
         pending: events.start().into(),
         events,
@@ -203,7 +213,7 @@ fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Kee
         keep,
     };
     let body = futures::stream::unfold(relaying, Relaying::next);
-    let mut response = event_stream_response(body, &deployment, attempts, usage);
+    let mut response = event_stream_response(body, &deployment, attempts, &adjusted, usage);
     budget_headers(response.headers_mut(), &budget);
     response
 }

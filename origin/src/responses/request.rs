@@ -145,6 +145,48 @@ impl ResponsesRequest {
         self.body.get(name).filter(|v| !v.is_null())
     }
 
+    /// Ids of the stored items this input needs: its `item_reference`s, and
+    /// its reasoning items sent back without their `encrypted_content`
+    /// (clients that do not ask for it, as OpenAI's store makes needless).
+    pub fn referenced_ids(&self) -> Vec<String> {
+        self.input
+            .iter()
+            .filter(|item| {
+                item["type"] == "item_reference"
+                    || (item["type"] == "reasoning" && !item["encrypted_content"].is_string())
+            })
+            .filter_map(|item| item["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Replaces each `item_reference` by the stored item it names (a 400
+    /// naming it when the caller has none of that id) and completes
+    /// reasoning items with the `encrypted_content` stored for them.
+    pub fn resolve(
+        &mut self,
+        stored: &std::collections::HashMap<String, Value>,
+    ) -> Result<(), ApiError> {
+        for (i, item) in self.input.iter_mut().enumerate() {
+            let Some(id) = item["id"].as_str().map(str::to_string) else {
+                continue;
+            };
+            if item["type"] == "item_reference" {
+                *item = stored.get(&id).cloned().ok_or_else(|| {
+                    invalid(
+                        &format!("input[{i}].id"),
+                        format!("Item with id '{id}' not found."),
+                    )
+                })?;
+            } else if item["type"] == "reasoning"
+                && !item["encrypted_content"].is_string()
+                && let Some(content) = stored.get(&id).and_then(|s| s.get("encrypted_content"))
+            {
+                item["encrypted_content"] = content.clone();
+            }
+        }
+        Ok(())
+    }
+
     /// The chat request for this call, `context` (earlier turns' items)
     /// before this call's input; `instructions` come first and, as OpenAI
     /// does, are not carried over from earlier turns.
@@ -280,11 +322,17 @@ fn normalize_item(item: Value, at: &str) -> Result<Value, ApiError> {
             "fco"
         }
         "reasoning" => "rs",
+        // An earlier item by its id, resolved from the caller's stored
+        // responses before translation (`ResponsesRequest::resolve`).
+        "item_reference" => {
+            string(&item, "id")?;
+            return Ok(Value::Object(item));
+        }
         other => {
             return Err(unsupported(
                 &format!("{at}.type"),
                 &format!(
-                    "An input item of type `{other}` (only messages, function calls, their outputs and reasoning are)"
+                    "An input item of type `{other}` (only messages, function calls, their outputs, reasoning and item references are)"
                 ),
             ));
         }
@@ -377,13 +425,14 @@ fn chat_content(content: &Value) -> Value {
 }
 
 /// The items as chat messages: consecutive assistant messages and function
-/// calls make one assistant message (text and `tool_calls`), reasoning goes
-/// onto the assistant message after it (`reasoning_content`, and the
-/// `thinking_blocks` an Anthropic upstream needs back, kept in
-/// `encrypted_content`).
+/// calls make one assistant message (text and `tool_calls`); a reasoning
+/// item's `thinking_blocks` (kept in `encrypted_content`), which an
+/// Anthropic upstream needs back, go onto the assistant message after it.
+/// Its summary text is not sent: no chat API takes reasoning text back
+/// (DeepSeek refuses it, OpenAI's reasoning models never return it).
 pub fn to_messages(items: &[Value]) -> Vec<ChatMessage> {
     let mut out: Vec<ChatMessage> = Vec::new();
-    let mut reasoning: Option<(String, Option<Value>)> = None;
+    let mut reasoning: Option<Value> = None;
     // The assistant message being built, if the last message is one.
     let mut open_assistant = false;
     for item in items {
@@ -457,18 +506,10 @@ pub fn to_messages(items: &[Value]) -> Vec<ChatMessage> {
                 open_assistant = false;
             }
             Some("reasoning") => {
-                let summary: Vec<&str> = item["summary"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .chain(item["content"].as_array().into_iter().flatten())
-                    .filter_map(|s| s["text"].as_str())
-                    .collect();
-                let blocks = item["encrypted_content"]
+                reasoning = item["encrypted_content"]
                     .as_str()
                     .and_then(|s| serde_json::from_str::<Value>(s).ok())
                     .filter(Value::is_array);
-                reasoning = Some((summary.join("\n"), blocks));
                 open_assistant = false;
             }
             _ => {}
@@ -477,14 +518,11 @@ pub fn to_messages(items: &[Value]) -> Vec<ChatMessage> {
     out
 }
 
-/// A new assistant message carrying the reasoning before it, if any.
-fn assistant(reasoning: &mut Option<(String, Option<Value>)>) -> ChatMessage {
+/// A new assistant message carrying the thinking blocks before it, if any.
+fn assistant(reasoning: &mut Option<Value>) -> ChatMessage {
     let mut extra = Map::new();
-    if let Some((text, blocks)) = reasoning.take() {
-        extra.insert("reasoning_content".into(), Value::String(text));
-        if let Some(blocks) = blocks {
-            extra.insert("thinking_blocks".into(), blocks);
-        }
+    if let Some(blocks) = reasoning.take() {
+        extra.insert("thinking_blocks".into(), blocks);
     }
     ChatMessage {
         role: Role::Assistant,
@@ -634,7 +672,7 @@ mod tests {
             json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}, "cache_control": {"type": "ephemeral"}})
         );
         assert_eq!(messages[1]["role"], "assistant");
-        assert_eq!(messages[1]["reasoning_content"], "think");
+        assert!(messages[1].get("reasoning_content").is_none());
         assert_eq!(messages[1]["thinking_blocks"][0]["signature"], "sig");
         assert_eq!(messages[1]["tool_calls"][1]["id"], "call_2");
         assert_eq!(

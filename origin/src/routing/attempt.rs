@@ -6,7 +6,7 @@ use super::keypool::{Exhausted, Lease};
 use super::resilience::backoff;
 use super::{Deployment, Engine, RouteError, Served};
 use crate::priority::Priority;
-use crate::provider::ProviderError;
+use crate::provider::{Adjustments, ProviderError};
 use secrecy::SecretString;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ impl Engine {
         used_tokens: impl Fn(&T) -> u32,
     ) -> Result<Served<T>, RouteError>
     where
-        F: Fn(Arc<Deployment>, Option<SecretString>) -> Fut,
+        F: Fn(Arc<Deployment>, Option<SecretString>, Arc<Adjustments>) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         let policy = self.policy;
@@ -89,10 +89,17 @@ impl Engine {
                 }
                 tries += 1;
                 attempts += 1;
+                // What this attempt's provider changes of the request; only
+                // the attempt that answers is reported.
+                let adjusted = Arc::new(Adjustments::default());
                 let outcome = timed(
                     &deployment,
                     policy.first_byte_timeout,
-                    call(Arc::clone(&deployment), lease.secret().cloned()),
+                    call(
+                        Arc::clone(&deployment),
+                        lease.secret().cloned(),
+                        Arc::clone(&adjusted),
+                    ),
                 )
                 .await;
                 let error = match outcome {
@@ -110,10 +117,17 @@ impl Engine {
                         }
                         lease.succeeded(used);
                         deployment.breaker.record_success();
+                        let adjusted = adjusted.take();
+                        if !adjusted.is_empty() {
+                            tracing::info!(event = "request_adjusted", deployment = %deployment.name,
+                                adjusted = %adjusted.join(", "),
+                                "the request was changed to fit the upstream's API");
+                        }
                         return Ok(Served {
                             value,
                             deployment,
                             attempts,
+                            adjusted,
                         });
                     }
                     Err(error) => error,

@@ -7,7 +7,7 @@ use super::{Deployment, Engine, RouteError, Served, first_event_then};
 use crate::anthropic::MessagesRequest;
 use crate::openai::ChatResponse;
 use crate::priority::Priority;
-use crate::provider::{Call, EventStream, ProviderError, SseStream};
+use crate::provider::{Adjustments, Call, EventStream, ProviderError, SseStream};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -23,23 +23,32 @@ pub enum MessagesStream {
     Translated(EventStream),
 }
 
-/// The chat translation, or why this deployment cannot take the request.
-fn translated(request: &MessagesRequest) -> Result<&crate::openai::ChatRequest, ProviderError> {
-    request
+/// The chat translation, or why this deployment cannot take the request;
+/// what the translation dropped or changed is noted on the call.
+fn translated<'a>(
+    request: &'a MessagesRequest,
+    call: &Call<'_>,
+) -> Result<&'a crate::openai::ChatRequest, ProviderError> {
+    let chat = request
         .chat
         .as_ref()
         .map_err(|why| ProviderError::Rejected {
             status: 400,
             message: why.clone(),
-        })
+        })?;
+    for note in &request.chat_adjusted {
+        call.adjust(note.as_str());
+    }
+    Ok(chat)
 }
 
 fn native_call<'a>(
     deployment: &'a Deployment,
     key: Option<&'a secrecy::SecretString>,
     request: &'a MessagesRequest,
+    adjusted: &'a Adjustments,
 ) -> Call<'a> {
-    let mut call = deployment.call(key);
+    let mut call = deployment.call(key, adjusted);
     call.beta = request.beta.as_deref();
     call
 }
@@ -55,17 +64,17 @@ impl Engine {
             &request.model,
             priority,
             estimate,
-            |deployment, key| {
+            |deployment, key, adjusted| {
                 let request = Arc::clone(&request);
                 async move {
-                    let call = native_call(&deployment, key.as_ref(), &request);
+                    let call = native_call(&deployment, key.as_ref(), &request, &adjusted);
                     match deployment.provider.messages_api() {
                         Some(api) => api
                             .create(call, &request.body)
                             .await
                             .map(MessagesReply::Native),
                         None => {
-                            let chat = translated(&request)?;
+                            let chat = translated(&request, &call)?;
                             deployment
                                 .provider
                                 .complete(call, chat)
@@ -92,10 +101,10 @@ impl Engine {
             &request.model,
             priority,
             estimate,
-            |deployment, key| {
+            |deployment, key, adjusted| {
                 let request = Arc::clone(&request);
                 async move {
-                    let call = native_call(&deployment, key.as_ref(), &request);
+                    let call = native_call(&deployment, key.as_ref(), &request, &adjusted);
                     match deployment.provider.messages_api() {
                         Some(api) => {
                             let stream = api.stream(call, &request.body).await?;
@@ -104,7 +113,7 @@ impl Engine {
                                 .map(MessagesStream::Native)
                         }
                         None => {
-                            let chat = translated(&request)?;
+                            let chat = translated(&request, &call)?;
                             let stream = deployment.provider.stream(call, chat).await?;
                             first_event_then(stream, idle)
                                 .await
@@ -129,10 +138,10 @@ impl Engine {
             &request.model,
             priority,
             0,
-            |deployment, key| {
+            |deployment, key, adjusted| {
                 let request = Arc::clone(&request);
                 async move {
-                    let call = native_call(&deployment, key.as_ref(), &request);
+                    let call = native_call(&deployment, key.as_ref(), &request, &adjusted);
                     match deployment.provider.messages_api() {
                         Some(api) => api.count_tokens(call, &request.body).await.map(Some),
                         None => Ok(None),

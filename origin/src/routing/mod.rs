@@ -17,7 +17,7 @@ pub use resilience::{BreakerState, backoff};
 use crate::openai::ChatResponse;
 use crate::openai::{ChatRequest, Usage, estimate_tokens};
 use crate::priority::Priority;
-use crate::provider::{Call, Embeddings, EventStream, Provider, ProviderError};
+use crate::provider::{Adjustments, Call, Embeddings, EventStream, Provider, ProviderError};
 use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -112,6 +112,8 @@ pub struct Served<T> {
     pub deployment: Arc<Deployment>,
     /// Upstream calls made, this one included.
     pub attempts: u32,
+    /// What the serving provider changed of the request (`Adjustments`).
+    pub adjusted: Vec<String>,
 }
 
 /// A chat completion with usage filled in (estimated when the provider gave none).
@@ -124,12 +126,13 @@ pub struct Answer {
 
 impl Deployment {
     /// What the provider needs for one call with `key`.
-    fn call<'a>(&'a self, key: Option<&'a SecretString>) -> Call<'a> {
+    fn call<'a>(&'a self, key: Option<&'a SecretString>, adjusted: &'a Adjustments) -> Call<'a> {
         Call {
             model: &self.upstream_model,
             key: key.map(ExposeSecret::expose_secret),
             beta: None,
             limits: Some(&self.keys),
+            adjusted: Some(adjusted),
         }
     }
 }
@@ -250,10 +253,10 @@ impl Engine {
                 &request.model,
                 priority,
                 estimate,
-                |deployment, key| {
+                |deployment, key, adjusted| {
                     let request = Arc::clone(&request);
                     async move {
-                        let call = deployment.call(key.as_ref());
+                        let call = deployment.call(key.as_ref(), &adjusted);
                         deployment.provider.complete(call, &request).await
                     }
                 },
@@ -279,6 +282,7 @@ impl Engine {
             },
             deployment: served.deployment,
             attempts: served.attempts,
+            adjusted: served.adjusted,
         })
     }
 
@@ -296,10 +300,10 @@ impl Engine {
             &request.model,
             priority,
             estimate,
-            |deployment, key| {
+            |deployment, key, adjusted| {
                 let request = Arc::clone(&request);
                 async move {
-                    let call = deployment.call(key.as_ref());
+                    let call = deployment.call(key.as_ref(), &adjusted);
                     let stream = deployment.provider.stream(call, &request).await?;
                     first_event_then(stream, idle).await
                 }
@@ -320,10 +324,10 @@ impl Engine {
             model,
             priority,
             estimate,
-            |deployment, key| {
+            |deployment, key, adjusted| {
                 let inputs = Arc::clone(&inputs);
                 async move {
-                    let call = deployment.call(key.as_ref());
+                    let call = deployment.call(key.as_ref(), &adjusted);
                     deployment.provider.embed(call, &inputs).await
                 }
             },

@@ -1,9 +1,14 @@
 //! A real HTTP upstream for provider tests: speaks OpenAI's chat completions
 //! and embeddings and Anthropic's Messages API (SSE included), and fails on
 //! demand per key, per model or for the next N calls. It records what it saw,
-//! and which calls the caller abandoned before they finished.
+//! and which calls the caller abandoned before they finished. It refuses
+//! what the real APIs document they refuse ([`rules`]), and runs scripted
+//! tool loops for agent clients ([`agent`]).
 
 #![allow(dead_code, reason = "shared by test crates that each use part of it")]
+
+pub mod agent;
+pub mod rules;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -50,6 +55,9 @@ pub struct Seen {
 pub struct Script {
     by_key: Mutex<HashMap<String, Behaviour>>,
     by_model: Mutex<HashMap<String, Behaviour>>,
+    /// Per model: calls answered normally so far, and how to behave once
+    /// that many have been (a break in the middle of a client's tool loop).
+    by_model_from: Mutex<HashMap<String, (usize, usize, Behaviour)>>,
     next: Mutex<VecDeque<Behaviour>>,
     seen: Mutex<Vec<Seen>>,
     /// Calls whose response was dropped before it was complete.
@@ -100,6 +108,15 @@ impl Upstream {
             .insert(model.into(), behaviour);
     }
 
+    /// The model's calls behave so once `after` of them have been answered.
+    pub fn for_model_after(&self, model: &str, after: usize, behaviour: Behaviour) {
+        self.script
+            .by_model_from
+            .lock()
+            .unwrap()
+            .insert(model.into(), (0, after, behaviour));
+    }
+
     /// The next `n` calls (whatever key or model) behave so.
     pub fn next(&self, n: usize, behaviour: Behaviour) {
         let mut next = self.script.next.lock().unwrap();
@@ -109,6 +126,7 @@ impl Upstream {
     pub fn clear(&self) {
         self.script.by_key.lock().unwrap().clear();
         self.script.by_model.lock().unwrap().clear();
+        self.script.by_model_from.lock().unwrap().clear();
         self.script.next.lock().unwrap().clear();
     }
 
@@ -134,6 +152,12 @@ impl Script {
                     .and_then(|k| self.by_key.lock().unwrap().get(k).cloned())
             })
             .or_else(|| self.by_model.lock().unwrap().get(&seen.model).cloned())
+            .or_else(|| {
+                let mut from = self.by_model_from.lock().unwrap();
+                let (seen_calls, after, behaviour) = from.get_mut(&seen.model)?;
+                *seen_calls += 1;
+                (*seen_calls > *after).then(|| behaviour.clone())
+            })
             .unwrap_or(Behaviour::Answer);
         self.seen.lock().unwrap().push(seen);
         chosen
@@ -158,6 +182,16 @@ impl Drop for Watch {
             self.script.abandoned.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// A 400 in the API's own shape (Anthropic's or OpenAI's).
+fn refusal(anthropic: bool, message: &str) -> Response {
+    let body = if anthropic {
+        json!({ "type": "error", "error": { "type": "invalid_request_error", "message": message } })
+    } else {
+        json!({ "error": { "message": message, "type": "invalid_request_error", "param": null, "code": null } })
+    };
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 fn failure(status: u16, retry_after: Option<u64>) -> Response {
@@ -276,6 +310,19 @@ async fn openai_chat(
     if let Some(response) = before_answer(&behaviour).await {
         watch.finish();
         return response;
+    }
+    if let Err(message) = rules::openai_chat(&request) {
+        watch.finish();
+        return refusal(false, &message);
+    }
+    if agent::openai_applies(&request) {
+        watch.finish();
+        let turn = agent::openai_turn(&request);
+        let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+        return match agent::openai_answer(&model, &turn, stream, include_usage) {
+            Ok(body) => axum::Json(body).into_response(),
+            Err(frames) => sse(frames, &behaviour, script),
+        };
     }
     let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
     let answered = request["messages"]
@@ -507,10 +554,6 @@ async fn anthropic_messages(
             .and_then(|v| v.to_str().ok()),
         Some("2023-06-01")
     );
-    assert!(
-        request["max_tokens"].as_u64().is_some(),
-        "max_tokens is required"
-    );
     let stream = request["stream"].as_bool().unwrap_or(false);
     let behaviour = script.behaviour(Seen {
         path: "/v1/messages".into(),
@@ -529,6 +572,16 @@ async fn anthropic_messages(
     });
     if let Some(response) = before_answer(&behaviour).await {
         return response;
+    }
+    if let Err(message) = rules::anthropic_messages(&request) {
+        return refusal(true, &message);
+    }
+    if agent::anthropic_applies(&request) {
+        let turn = agent::anthropic_turn(&request);
+        return match agent::anthropic_answer(&request["model"], &turn, stream) {
+            Ok(body) => axum::Json(body).into_response(),
+            Err(frames) => sse(frames, &behaviour, script),
+        };
     }
     let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
     let answered = request["messages"]

@@ -7,7 +7,7 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{DEFAULT_MAX_TOKENS, translate_request};
+pub use request::{DEFAULT_MAX_TOKENS, fit_thinking, translate_request};
 pub use response::{finish_reason, translate_response, usage};
 
 use super::wire::{check_status, events, send_error};
@@ -71,11 +71,16 @@ fn protocol(e: impl std::fmt::Display) -> ProviderError {
     ProviderError::Protocol(e.to_string())
 }
 
-/// The client's Messages body with the upstream's model name.
+/// The client's Messages body with the upstream's model name. A client's
+/// own thinking blocks pass as sent; only what an earlier turn on another
+/// provider left in the history that Anthropic would refuse is fitted
+/// ([`fit_thinking`]): after a fallback mid-loop, the session goes on.
 fn native_body(call: Call<'_>, body: &Map<String, Value>) -> Value {
     let mut body = body.clone();
     body.insert("model".into(), Value::String(call.model.to_string()));
-    Value::Object(body)
+    let mut body = Value::Object(body);
+    fit_thinking(&mut body, &call);
+    body
 }
 
 impl Provider for Anthropic {

@@ -23,7 +23,7 @@ fn thinking_budget(effort: &str) -> Option<u32> {
 
 /// Fields of the Messages API a client may send on the OpenAI route; they
 /// go to Anthropic unchanged.
-const ANTHROPIC_FIELDS: [&str; 7] = [
+const ANTHROPIC_FIELDS: [&str; 8] = [
     "top_k",
     "thinking",
     "metadata",
@@ -31,6 +31,25 @@ const ANTHROPIC_FIELDS: [&str; 7] = [
     "container",
     "mcp_servers",
     "context_management",
+    "output_config",
+];
+
+/// OpenAI fields the translation reads; any other is dropped and noted.
+const TRANSLATED: &[&str] = &[
+    "n",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "temperature",
+    "top_p",
+    "stop",
+    "user",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
 ];
 
 fn rejected(message: String) -> ProviderError {
@@ -40,7 +59,9 @@ fn rejected(message: String) -> ProviderError {
     }
 }
 
-/// The Messages API body for an OpenAI chat request.
+/// The Messages API body for an OpenAI chat request. What Anthropic has no
+/// place for is dropped and noted on the call (`Call::adjust`); so is
+/// thinking when Anthropic would refuse it (see [`fit_thinking`]).
 pub fn translate_request(
     call: Call<'_>,
     request: &ChatRequest,
@@ -55,6 +76,10 @@ pub fn translate_request(
             "Anthropic models return one choice; `n` must be 1.".into(),
         ));
     }
+    let thinking = request
+        .field("reasoning_effort")
+        .and_then(Value::as_str)
+        .and_then(thinking_budget);
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
@@ -64,7 +89,7 @@ pub fn translate_request(
                 continue;
             }
             Role::User => ("user", blocks(message, i)?),
-            Role::Assistant => ("assistant", assistant_blocks(message, i)?),
+            Role::Assistant => ("assistant", assistant_blocks(message, i, &call)?),
             Role::Tool | Role::Function => ("user", vec![tool_result(message, i)?]),
         };
         // Parallel tool results go back in one user turn; Anthropic merges
@@ -78,36 +103,12 @@ pub fn translate_request(
             _ => messages.push(json!({ "role": role, "content": blocks })),
         }
     }
-    let mut max_tokens = request.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
     let mut body = json!({ "model": call.model, "messages": messages });
     if !system.is_empty() {
         body["system"] = system_value(system);
     }
     if stream {
         body["stream"] = json!(true);
-    }
-    let thinking = request
-        .field("reasoning_effort")
-        .and_then(Value::as_str)
-        .and_then(thinking_budget);
-    if let Some(budget) = thinking {
-        // The budget is part of max_tokens and must be below it.
-        if max_tokens <= budget {
-            max_tokens += budget;
-        }
-        body["thinking"] = json!({ "type": "enabled", "budget_tokens": budget });
-    } else if let Some(t) = request.temperature() {
-        // OpenAI's range is 0-2, Anthropic's 0-1. Thinking takes no temperature.
-        body["temperature"] = json!((t / 2.0).clamp(0.0, 1.0));
-    }
-    body["max_tokens"] = json!(max_tokens);
-    if let Some(top_p) = request.field("top_p") {
-        body["top_p"] = top_p.clone();
-    }
-    match request.field("stop") {
-        Some(Value::String(s)) => body["stop_sequences"] = json!([s]),
-        Some(list @ Value::Array(_)) => body["stop_sequences"] = list.clone(),
-        _ => {}
     }
     if let Some(user) = request.field("user").and_then(Value::as_str) {
         body["metadata"] = json!({ "user_id": user });
@@ -117,24 +118,57 @@ pub fn translate_request(
             body[field] = value.clone();
         }
     }
+    for (name, _) in request.extra.iter().filter(|(_, v)| !v.is_null()) {
+        if !TRANSLATED.contains(&name.as_str()) && !ANTHROPIC_FIELDS.contains(&name.as_str()) {
+            call.adjust(format!("{name}:dropped"));
+        }
+    }
+    if let Some(top_p) = request.field("top_p") {
+        body["top_p"] = top_p.clone();
+    }
+    match request.field("stop") {
+        Some(Value::String(s)) => body["stop_sequences"] = json!([s]),
+        Some(list @ Value::Array(_)) => body["stop_sequences"] = list.clone(),
+        _ => {}
+    }
     let mut tools: Vec<Value> = match request.field("tools") {
         Some(Value::Array(tools)) => tools.iter().map(tool).collect(),
         _ => Vec::new(),
     };
     let mut tool_choice = request.field("tool_choice").map(tool_choice).transpose()?;
+    if let Some(budget) = thinking {
+        body["thinking"] = json!({ "type": "enabled", "budget_tokens": budget });
+    }
+    let forced = |choice: &Option<Value>| {
+        choice
+            .as_ref()
+            .is_some_and(|c| matches!(c["type"].as_str(), Some("any" | "tool")))
+    };
+    if body.get("thinking").is_some() && forced(&tool_choice) {
+        // Anthropic refuses thinking with a forced tool choice; the client's
+        // explicit tool choice wins over the reasoning it asked for.
+        disable_thinking(&mut body, &call, "tool_choice forces a tool");
+    }
     match request.field("response_format") {
         Some(format) if format["type"] == "json_schema" => {
             let schema = format
                 .pointer("/json_schema/schema")
                 .cloned()
                 .unwrap_or_else(|| json!({ "type": "object" }));
-            tools.push(json!({
-                "name": STRUCTURED_OUTPUT_TOOL,
-                "description": "Respond with JSON that matches this schema.",
-                "input_schema": schema,
-            }));
-            if tool_choice.is_none() && tools.len() == 1 {
-                tool_choice = Some(json!({ "type": "tool", "name": STRUCTURED_OUTPUT_TOOL }));
+            if body.get("thinking").is_some() {
+                // With thinking, a forced tool is refused: Anthropic's own
+                // structured outputs constrain the text answer instead.
+                body["output_config"]["format"] =
+                    json!({ "type": "json_schema", "schema": schema });
+            } else {
+                tools.push(json!({
+                    "name": STRUCTURED_OUTPUT_TOOL,
+                    "description": "Respond with JSON that matches this schema.",
+                    "input_schema": schema,
+                }));
+                if tool_choice.is_none() && tools.len() == 1 {
+                    tool_choice = Some(json!({ "type": "tool", "name": STRUCTURED_OUTPUT_TOOL }));
+                }
             }
         }
         Some(format) if format["type"] == "json_object" => {
@@ -161,7 +195,119 @@ pub fn translate_request(
     if let Some(choice) = tool_choice {
         body["tool_choice"] = choice;
     }
+    fit_thinking(&mut body, &call);
+    let cap = request.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    let budget = body
+        .pointer("/thinking/budget_tokens")
+        .and_then(Value::as_u64)
+        .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+    match budget {
+        Some(budget) => {
+            // The budget is part of max_tokens and must be below it.
+            body["max_tokens"] = json!(if cap <= budget { cap + budget } else { cap });
+            // Thinking takes no temperature.
+            if request.temperature().is_some() {
+                call.adjust("temperature:dropped (thinking)");
+            }
+        }
+        None => {
+            body["max_tokens"] = json!(cap);
+            if let Some(t) = request.temperature() {
+                // OpenAI's range is 0-2, Anthropic's 0-1.
+                body["temperature"] = json!((t / 2.0).clamp(0.0, 1.0));
+            }
+            strip_thinking_blocks(&mut body, &call);
+        }
+    }
     Ok(body)
+}
+
+/// Without thinking, the thinking blocks Sluice kept for earlier turns
+/// have no place in the request.
+fn strip_thinking_blocks(body: &mut Value, call: &Call<'_>) {
+    let mut stripped = false;
+    for message in body["messages"].as_array_mut().into_iter().flatten() {
+        if let Some(blocks) = message["content"].as_array_mut() {
+            let before = blocks.len();
+            blocks
+                .retain(|b| !matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")));
+            stripped |= blocks.len() < before;
+        }
+    }
+    if stripped {
+        call.adjust("thinking_blocks:dropped (thinking off)");
+    }
+}
+
+/// Turns thinking off for this request, saying why.
+fn disable_thinking(body: &mut Value, call: &Call<'_>, why: &str) {
+    if let Some(object) = body.as_object_mut()
+        && object.remove("thinking").is_some()
+    {
+        call.adjust(format!("thinking:disabled ({why})"));
+    }
+}
+
+/// Makes a request with thinking on one Anthropic accepts. Anthropic's rules:
+/// every thinking block carries the signature Anthropic gave it, and while a
+/// tool loop is under way (the last user turn answers the last assistant
+/// turn's `tool_use`) that assistant turn starts with its thinking. Unsigned
+/// blocks (reasoning another provider produced, returned by Sluice as
+/// thinking) are dropped; a tool loop whose thinking was not kept (the
+/// client did not send it back and Sluice did not keep it, or another
+/// provider served that step) gets no thinking for this request, as
+/// Anthropic documents for a loop that did not start with thinking.
+/// Used for native Messages bodies (after a fallback from another
+/// provider) and translated chat requests alike.
+pub fn fit_thinking(body: &mut Value, call: &Call<'_>) {
+    let thinking_on = body
+        .get("thinking")
+        .is_some_and(|t| matches!(t["type"].as_str(), Some("enabled" | "adaptive")));
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let mut unsigned = false;
+    for message in messages.iter_mut().filter(|m| m["role"] == "assistant") {
+        if let Some(blocks) = message["content"].as_array_mut() {
+            blocks.retain(|b| {
+                let keep = b["type"] != "thinking"
+                    || b["signature"].as_str().is_some_and(|s| !s.is_empty());
+                unsigned |= !keep;
+                keep
+            });
+        }
+    }
+    if unsigned {
+        call.adjust("messages.thinking:dropped (unsigned)");
+    }
+    if !thinking_on {
+        return;
+    }
+    let last_assistant = messages.iter().rposition(|m| m["role"] == "assistant");
+    let in_tool_loop = last_assistant.is_some_and(|i| {
+        let uses_tools = messages[i]["content"]
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_use"));
+        let answered = messages.get(i + 1).is_some_and(|next| {
+            next["content"]
+                .as_array()
+                .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+        });
+        uses_tools && answered
+    });
+    let starts_with_thinking = last_assistant.is_some_and(|i| {
+        matches!(
+            messages[i]["content"][0]["type"].as_str(),
+            Some("thinking" | "redacted_thinking")
+        )
+    });
+    if in_tool_loop && !starts_with_thinking {
+        disable_thinking(
+            body,
+            call,
+            "the tool loop's last assistant turn has no thinking block",
+        );
+    }
 }
 
 /// `system` as a string when it is plain text, else as blocks (which keeps
@@ -255,11 +401,25 @@ fn media_source(url: &str, index: usize, j: usize) -> Result<Value, ProviderErro
 
 /// An assistant turn: its thinking blocks (as Sluice returned them), text,
 /// then one `tool_use` per tool call.
-fn assistant_blocks(message: &ChatMessage, index: usize) -> Result<Vec<Value>, ProviderError> {
+fn assistant_blocks(
+    message: &ChatMessage,
+    index: usize,
+    upstream: &Call<'_>,
+) -> Result<Vec<Value>, ProviderError> {
     let mut out: Vec<Value> = match message.extra.get("thinking_blocks") {
         Some(Value::Array(thinking)) => thinking.clone(),
         _ => Vec::new(),
     };
+    if out.is_empty()
+        && message
+            .extra
+            .get("reasoning_content")
+            .and_then(Value::as_str)
+            .is_some_and(|r| !r.is_empty())
+    {
+        // Reasoning text without Anthropic's signed blocks cannot be sent back.
+        upstream.adjust("messages.reasoning_content:dropped");
+    }
     out.extend(blocks(message, index)?);
     for (j, call) in message.tool_calls().iter().enumerate() {
         let arguments = call
@@ -362,14 +522,22 @@ mod tests {
     use super::*;
 
     fn translate(request: Value) -> Value {
+        translate_noting(request).0
+    }
+
+    /// The body and what the translation noted.
+    fn translate_noting(request: Value) -> (Value, Vec<String>) {
         let request: ChatRequest = serde_json::from_value(request).unwrap();
+        let adjusted = crate::provider::Adjustments::default();
         let call = Call {
             model: "claude-x",
             key: None,
             beta: None,
             limits: None,
+            adjusted: Some(&adjusted),
         };
-        translate_request(call, &request, false).unwrap()
+        let body = translate_request(call, &request, false).unwrap();
+        (body, adjusted.take())
     }
 
     #[test]
@@ -442,17 +610,30 @@ mod tests {
     }
 
     #[test]
-    fn structured_output_and_reasoning() {
-        let body = translate(json!({
+    fn structured_output_with_reasoning_uses_anthropics_structured_outputs() {
+        let (body, adjusted) = translate_noting(json!({
             "model": "claude", "reasoning_effort": "low", "max_tokens": 500, "temperature": 1.0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "messages": [{"role": "user", "content": "hi"}]
+        }));
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+        assert_eq!(
+            body["output_config"]["format"],
+            json!({"type": "json_schema", "schema": {"type": "object"}})
+        );
+        assert_eq!(body["thinking"]["budget_tokens"], 1024);
+        assert_eq!(body["max_tokens"], 1524);
+        assert!(body.get("temperature").is_none());
+        assert_eq!(adjusted, ["temperature:dropped (thinking)"]);
+        // Without reasoning, the structured output tool is forced.
+        let body = translate(json!({
+            "model": "claude", "max_tokens": 500,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
             "messages": [{"role": "user", "content": "hi"}]
         }));
         assert_eq!(body["tools"][0]["name"], STRUCTURED_OUTPUT_TOOL);
         assert_eq!(body["tool_choice"]["name"], STRUCTURED_OUTPUT_TOOL);
-        assert_eq!(body["thinking"]["budget_tokens"], 1024);
-        assert_eq!(body["max_tokens"], 1524);
-        assert!(body.get("temperature").is_none());
+        assert!(body.get("thinking").is_none());
         for (choice, expected) in [
             (json!("auto"), json!({"type": "auto"})),
             (json!("none"), json!({"type": "none"})),
@@ -463,5 +644,62 @@ mod tests {
         ] {
             assert_eq!(tool_choice(&choice).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn a_forced_tool_choice_turns_thinking_off() {
+        let (body, adjusted) = translate_noting(json!({
+            "model": "claude", "reasoning_effort": "high", "tool_choice": "required", "max_tokens": 100,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": "hi"}]
+        }));
+        assert!(body.get("thinking").is_none());
+        assert_eq!(body["tool_choice"]["type"], "any");
+        assert_eq!(body["max_tokens"], 100);
+        assert_eq!(adjusted, ["thinking:disabled (tool_choice forces a tool)"]);
+    }
+
+    fn tool_loop(assistant_extra: Value) -> Value {
+        let mut assistant = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+        if let (Some(a), Some(extra)) = (assistant.as_object_mut(), assistant_extra.as_object()) {
+            a.extend(extra.clone());
+        }
+        json!({
+            "model": "claude", "reasoning_effort": "medium", "max_tokens": 8000, "seed": 3,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": "go"}, assistant,
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}]
+        })
+    }
+
+    #[test]
+    fn a_tool_loop_keeps_thinking_only_with_its_signed_blocks() {
+        let signed = json!({"type": "thinking", "thinking": "plan", "signature": "sig"});
+        let (body, adjusted) = translate_noting(tool_loop(json!({"thinking_blocks": [signed]})));
+        assert_eq!(body["thinking"]["budget_tokens"], 4096);
+        assert_eq!(body["messages"][1]["content"][0], signed);
+        assert_eq!(body["messages"][1]["content"][1]["type"], "tool_use");
+        assert_eq!(adjusted, ["seed:dropped"]);
+
+        // Nothing kept: no thinking for this request, as Anthropic documents.
+        let (body, adjusted) = translate_noting(tool_loop(json!({"reasoning_content": "plan"})));
+        assert!(body.get("thinking").is_none());
+        assert_eq!(body["max_tokens"], 8000);
+        assert_eq!(
+            adjusted,
+            [
+                "messages.reasoning_content:dropped",
+                "seed:dropped",
+                "thinking:disabled (the tool loop's last assistant turn has no thinking block)"
+            ]
+        );
+
+        // Unsigned blocks (another provider's reasoning) are dropped first.
+        let unsigned = json!({"type": "thinking", "thinking": "plan", "signature": ""});
+        let (body, adjusted) = translate_noting(tool_loop(json!({"thinking_blocks": [unsigned]})));
+        assert!(body.get("thinking").is_none());
+        assert_eq!(body["messages"][1]["content"][0]["type"], "tool_use");
+        assert!(adjusted.contains(&"messages.thinking:dropped (unsigned)".to_string()));
     }
 }

@@ -1,7 +1,8 @@
 //! Anthropic's stream events as OpenAI chunks. Each `tool_use` block becomes
 //! a tool call numbered in order of appearance (`index`), its
 //! `input_json_delta`s that call's argument deltas; thinking deltas become
-//! `reasoning_content` deltas; usage arrives in halves (input at
+//! `reasoning_content` deltas (a block's signature and a redacted block, a
+//! `thinking_blocks` delta); usage arrives in halves (input at
 //! `message_start`, output at `message_delta`) and goes out in a last
 //! usage-only chunk at `message_stop`.
 
@@ -65,6 +66,11 @@ impl StreamState {
                         Block::Text
                     }
                     Some("thinking") => Block::Thinking,
+                    Some("redacted_thinking") => {
+                        // Opaque: it goes back to Anthropic whole on the next turn.
+                        out.push(self.chunk(json!({ "thinking_blocks": [block] }), None));
+                        Block::Other
+                    }
                     Some("tool_use") if block["name"] == STRUCTURED_OUTPUT_TOOL => {
                         self.structured = true;
                         Block::Structured
