@@ -588,3 +588,309 @@ async fn budgets_reset_at_their_period_boundary() {
         assert_eq!(next_day.is_ok(), period == Period::Day, "{period:?}");
     }
 }
+
+/// One way to spend: every surface, with what makes a call cost more than
+/// its body says (`n` answers, stored context, a conversation's history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Chat { n: u32, stream: bool },
+    ResponsesChain,
+    ConversationTurn,
+    Messages { stream: bool },
+    Embeddings,
+    Job,
+}
+
+/// What one caller carries from one request to its next.
+#[derive(Default)]
+struct Caller {
+    previous_response: Option<String>,
+    conversation: Option<String>,
+}
+
+/// Text of about `bytes` bytes (about a quarter as many prompt tokens).
+fn words(bytes: usize, seed: usize) -> String {
+    let mut text = format!("caller {seed}: ");
+    while text.len() < bytes {
+        text.push_str("lorem ipsum ");
+    }
+    text
+}
+
+/// Sends one request of `path` as `who`; whether it was admitted (a
+/// budget's 429 is not; a job counts once it ran).
+async fn spend(
+    router: &axum::Router,
+    who: &Identity,
+    path: Path,
+    caller: &mut Caller,
+    seed: usize,
+    max_tokens: u32,
+    prompt_bytes: usize,
+) -> bool {
+    let text = words(prompt_bytes, seed);
+    let (route, body) = match path {
+        Path::Chat { n, stream } => (
+            "/v1/chat/completions".to_string(),
+            json!({ "model": "priced", "max_tokens": max_tokens, "n": n, "stream": stream,
+                "messages": [{ "role": "user", "content": text }] }),
+        ),
+        Path::ResponsesChain => (
+            "/v1/responses".to_string(),
+            json!({ "model": "priced", "max_output_tokens": max_tokens, "input": text,
+                "previous_response_id": caller.previous_response }),
+        ),
+        Path::ConversationTurn => {
+            if caller.conversation.is_none() {
+                let (status, created) =
+                    call(router, "POST", "/v1/conversations", who, Some(json!({}))).await;
+                assert_eq!(status, StatusCode::CREATED, "{created}");
+                caller.conversation = created["id"].as_str().map(str::to_string);
+            }
+            (
+                format!(
+                    "/v1/conversations/{}/messages",
+                    caller.conversation.as_deref().unwrap()
+                ),
+                json!({ "model": "priced", "content": text, "max_tokens": max_tokens }),
+            )
+        }
+        Path::Messages { stream } => (
+            "/v1/messages".to_string(),
+            json!({ "model": "priced", "max_tokens": max_tokens, "stream": stream,
+                "messages": [{ "role": "user", "content": text }] }),
+        ),
+        Path::Embeddings => (
+            "/v1/embeddings".to_string(),
+            json!({ "model": "priced", "input": [text.clone(), text] }),
+        ),
+        Path::Job => (
+            "/v1/jobs".to_string(),
+            json!({ "model": "priced", "max_tokens": max_tokens,
+                "messages": [{ "role": "user", "content": text }] }),
+        ),
+    };
+    let (status, _, answer) = send(router, signed("POST", &route, who, &[], Some(body))).await;
+    match status {
+        StatusCode::OK | StatusCode::CREATED | StatusCode::ACCEPTED => {}
+        StatusCode::TOO_MANY_REQUESTS => return false,
+        other => panic!("{path:?}: unexpected {other}: {answer}"),
+    }
+    let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+    if path == Path::ResponsesChain {
+        caller.previous_response = answer["id"].as_str().map(str::to_string);
+    }
+    if path == Path::Job {
+        let id = answer["job_id"].as_str().unwrap().to_string();
+        for _ in 0..400 {
+            let (_, job) = call(router, "GET", &format!("/v1/jobs/{id}"), who, None).await;
+            match job["status"].as_str() {
+                Some("completed") => return true,
+                Some("failed") => return false,
+                _ => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+        panic!("job {id} never finished");
+    }
+    true
+}
+
+/// Two app instances on one database, each with a worker, as two origin
+/// replicas are.
+struct Replicas {
+    states: [sluice_origin::app::AppState; 2],
+    routers: [axum::Router; 2],
+    stop: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    _upstream: Upstream,
+}
+
+impl Replicas {
+    async fn start(db: &TestDb) -> Replicas {
+        let up = Upstream::start().await;
+        let config = db.config(&models(&up.openai_base(), None));
+        let (state, first) = state_and_router(&config).await;
+        let (other, second) = state_and_router(&config).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let settings = sluice_origin::queue::worker::WorkerSettings {
+            concurrency: 2,
+            poll_interval: Duration::from_millis(10),
+            drain_timeout: Duration::from_secs(1),
+            cleanup_interval: Duration::from_secs(60),
+        };
+        let workers = [&state, &other]
+            .iter()
+            .map(|s| {
+                tokio::spawn(sluice_origin::queue::worker::run(
+                    s.runner(),
+                    settings,
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        Replicas {
+            states: [state, other],
+            routers: [first, second],
+            stop,
+            workers,
+            _upstream: up,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+    }
+
+    /// A team of four under a budget of `limit_usd`; `requests` run by four
+    /// concurrent callers (two on each replica), each in its order. Returns
+    /// how many were admitted, after checking that the recorded spend is
+    /// within the limit and nothing stays reserved.
+    async fn within_budget(&self, limit_usd: f64, requests: Vec<(Path, u32, usize)>) -> usize {
+        let [first, second] = &self.routers;
+        let team = format!("team-{}", uuid::Uuid::new_v4().simple());
+        let members: Vec<String> = (0..4).map(|i| format!("{team}-m{i}")).collect();
+        let names: Vec<&str> = members.iter().map(String::as_str).collect();
+        team_with(first, &team, &names).await;
+        put_budget(first, "team", &team, "day", limit_usd).await;
+        let mut lanes: Vec<Vec<(Path, u32, usize)>> = vec![Vec::new(); 4];
+        for (i, request) in requests.into_iter().enumerate() {
+            lanes[i % 4].push(request);
+        }
+        let mut tasks = Vec::new();
+        for (lane, requests) in lanes.into_iter().enumerate() {
+            let router = if lane % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let who = user(&members[lane], &format!("{team}-key-{lane}"));
+            tasks.push(tokio::spawn(async move {
+                let mut caller = Caller::default();
+                let mut admitted = 0;
+                for (i, (path, max_tokens, prompt_bytes)) in requests.into_iter().enumerate() {
+                    let seed = lane * 1000 + i;
+                    if spend(
+                        &router,
+                        &who,
+                        path,
+                        &mut caller,
+                        seed,
+                        max_tokens,
+                        prompt_bytes,
+                    )
+                    .await
+                    {
+                        admitted += 1;
+                    }
+                }
+                admitted
+            }));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap();
+        }
+        for state in &self.states {
+            flushed(state).await;
+        }
+        let spent = recorded(&self.states[0].db, "team_id", &team).await;
+        let limit_micro = (limit_usd * 1e6).round() as i64;
+        assert!(
+            spent <= limit_micro,
+            "spent {spent} of {limit_micro} microdollars"
+        );
+        let (_, budget) = call(
+            first,
+            "GET",
+            &format!("/v1/admin/budgets/team/{team}"),
+            &admin(),
+            None,
+        )
+        .await;
+        assert_eq!(budget["spent_usd"], json!(spent as f64 / 1e6), "{budget}");
+        assert_eq!(budget["reserved_usd"], 0.0, "{budget}");
+        println!("{admitted} admitted, spent {spent} of {limit_micro} microdollars");
+        admitted
+    }
+}
+
+/// Every path stays within its budget under concurrent callers, each with
+/// what makes it cost more than its body says.
+async fn every_path_stays_within_its_budget(db: TestDb) {
+    let paths = [
+        (
+            Path::Chat {
+                n: 4,
+                stream: false,
+            },
+            8,
+            200,
+            1.0,
+        ),
+        (Path::Chat { n: 4, stream: true }, 8, 200, 1.0),
+        // Each turn carries the whole chain: the context, not the body, costs.
+        (Path::ResponsesChain, 4, 4000, 1.0),
+        (Path::ConversationTurn, 4, 4000, 1.0),
+        (Path::Messages { stream: false }, 16, 400, 1.0),
+        (Path::Messages { stream: true }, 16, 400, 1.0),
+        (Path::Embeddings, 0, 2000, 1.0),
+        (Path::Job, 8, 200, 0.5),
+    ];
+    let replicas = Replicas::start(&db).await;
+    for (path, max_tokens, prompt_bytes, limit) in paths {
+        let requests = vec![(path, max_tokens, prompt_bytes); 40];
+        let admitted = replicas.within_budget(limit, requests).await;
+        assert!(
+            (1..40).contains(&admitted),
+            "{path:?}: {admitted} of 40 admitted"
+        );
+    }
+    replicas.stop().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_path_stays_within_its_budget_on_sqlite() {
+    every_path_stays_within_its_budget(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_path_stays_within_its_budget_on_postgres() {
+    every_path_stays_within_its_budget(TestDb::postgres().await).await;
+}
+
+fn any_path() -> impl proptest::strategy::Strategy<Value = Path> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (1u32..=4, any::<bool>()).prop_map(|(n, stream)| Path::Chat { n, stream }),
+        Just(Path::ResponsesChain),
+        Just(Path::ConversationTurn),
+        any::<bool>().prop_map(|stream| Path::Messages { stream }),
+        Just(Path::Embeddings),
+        Just(Path::Job),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// Random mixes of paths, caps and prompt sizes, from concurrent callers
+    /// on two instances, never spend past one budget.
+    #[test]
+    fn random_mixes_never_spend_past_a_budget(
+        requests in proptest::collection::vec((any_path(), 1u32..=24, 50usize..6000), 12..36),
+        limit_cents in 10u32..200,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let db = TestDb::sqlite();
+            let replicas = Replicas::start(&db).await;
+            replicas.within_budget(f64::from(limit_cents) / 100.0, requests).await;
+            replicas.stop().await;
+            db.drop_database().await;
+        });
+    }
+}

@@ -258,3 +258,177 @@ async fn a_team_budget_holds_across_two_edges_and_two_origins() {
     drop_postgres(&database).await;
     let _ = std::fs::remove_file(config);
 }
+
+/// What makes a call cost more than its body says, mixed: `n: 4`, long
+/// `previous_response_id` chains, conversation turns carrying their
+/// history, streams, all at once from callers on two edges in front of two
+/// origins on one Postgres: a $1 team budget is never passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_budget_holds_for_every_kind_of_call_mixed() {
+    let (database_url, database) = fresh_postgres().await;
+    let config = std::env::temp_dir().join(format!("{}.toml", unique("sluice-budgets-mix")));
+    std::fs::write(
+        &config,
+        "[[models]]\nname = \"priced\"\n[[models.deployments]]\nprovider = \"simulated\"\n\
+         input_cost_per_million = 100.0\noutput_cost_per_million = 10000.0\n",
+    )
+    .unwrap();
+    let admin_key = unique("sk-admin");
+    let stack = Stack::start(Options {
+        edge_variables: vec![
+            ("rate_limit_free", "100000/1h".into()),
+            ("rate_limit_ip", "unlimited".into()),
+        ],
+        runtime_config: Some(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n"
+                .into(),
+        ),
+        edge_hosts: 2,
+        origins: 2,
+        api_keys: vec![(admin_key.clone(), "root".into(), "admin")],
+        origin_env: vec![
+            ("SLUICE_CONFIG", config.display().to_string()),
+            ("SLUICE_DATABASE__URL", database_url.clone()),
+            ("SLUICE_BUDGETS__DEFINITIONS_CACHE_MS", "0".into()),
+            ("SLUICE_DATABASE__MAX_CONNECTIONS", "20".into()),
+            ("SLUICE_DATABASE__MIN_CONNECTIONS", "2".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let edge = &stack.edges[0];
+    let team = unique("team");
+    let subject = unique("user");
+    let (status, body) = send(
+        "POST",
+        &format!("{edge}/v1/admin/teams"),
+        &admin_key,
+        Some(json!({ "id": team, "name": "Mixed" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    send(
+        "PUT",
+        &format!("{edge}/v1/admin/teams/{team}/members/{subject}"),
+        &admin_key,
+        None,
+    )
+    .await;
+    let (status, body) = send(
+        "PUT",
+        &format!("{edge}/v1/admin/budgets/team/{team}"),
+        &admin_key,
+        Some(json!({ "period": "day", "limit_usd": 1.0 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, created) = send(
+        "POST",
+        &format!("{edge}/v1/admin/keys"),
+        &admin_key,
+        Some(json!({ "subject": subject, "name": "mixed" })),
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_string();
+
+    let long = "lorem ipsum ".repeat(300);
+    let mut tasks = Vec::new();
+    for caller in 0..8usize {
+        let edge = stack.edges[caller % 2].clone();
+        let (key, long) = (key.clone(), long.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut previous: Option<String> = None;
+            let mut conversation: Option<String> = None;
+            let mut outcomes = Vec::new();
+            for turn in 0..12 {
+                let stream = turn % 2 == 1;
+                let (url, body) = match caller % 4 {
+                    0 => (
+                        format!("{edge}/v1/chat/completions"),
+                        json!({ "model": "priced", "max_tokens": 8, "n": 4,
+                            "messages": [{ "role": "user", "content": format!("{caller}/{turn}") }] }),
+                    ),
+                    1 => (
+                        format!("{edge}/v1/responses"),
+                        json!({ "model": "priced", "max_output_tokens": 4, "input": long,
+                            "previous_response_id": previous }),
+                    ),
+                    2 => {
+                        if conversation.is_none() {
+                            let (_, made) =
+                                send("POST", &format!("{edge}/v1/conversations"), &key, Some(json!({}))).await;
+                            conversation = made["id"].as_str().map(str::to_string);
+                        }
+                        (
+                            format!("{edge}/v1/conversations/{}/messages", conversation.as_deref().unwrap()),
+                            json!({ "model": "priced", "content": long, "max_tokens": 4, "stream": stream }),
+                        )
+                    }
+                    _ => (
+                        format!("{edge}/v1/messages"),
+                        json!({ "model": "priced", "max_tokens": 16, "stream": stream,
+                            "messages": [{ "role": "user", "content": format!("{caller}/{turn}") }] }),
+                    ),
+                };
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .timeout(Duration::from_secs(30))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap();
+                if caller % 4 == 1 && status == 200 {
+                    let answer: Value = serde_json::from_str(&text).unwrap();
+                    previous = answer["id"].as_str().map(str::to_string);
+                }
+                assert!(
+                    matches!(status, 200 | 201 | 429),
+                    "caller {caller} turn {turn}: {status} {text}"
+                );
+                outcomes.push(status);
+            }
+            outcomes
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.unwrap().iter().filter(|s| **s != 429).count();
+    }
+    assert!(admitted >= 4, "{admitted} admitted");
+    let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    // The usage records are written off the request path: wait for them.
+    let mut spent = 0;
+    for _ in 0..50 {
+        let (count, total): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(cost_microdollars), 0) AS BIGINT) FROM usage_records WHERE team_id = $1",
+        )
+        .bind(&team)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        spent = total;
+        if count as usize >= admitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        spent > 0 && spent <= 1_000_000,
+        "spent {spent} of 1000000 microdollars"
+    );
+    let (_, budget) = send(
+        "GET",
+        &format!("{edge}/v1/admin/budgets/team/{team}"),
+        &admin_key,
+        None,
+    )
+    .await;
+    assert_eq!(budget["reserved_usd"], 0.0, "{budget}");
+    println!("mixed: {admitted} of 96 admitted, spent {spent} of 1000000 microdollars");
+    drop(stack);
+    drop_postgres(&database).await;
+    let _ = std::fs::remove_file(config);
+}

@@ -7,8 +7,7 @@
 
 use super::usage::record_usage;
 use super::{
-    BudgetNote, GenerateError, GenerationEvent, GenerationService, Metered, Streamed, image_parts,
-    prompt_upper_bound,
+    BudgetNote, GenerateError, GenerationEvent, GenerationService, Metered, Streamed, bound,
 };
 use crate::anthropic::MessagesRequest;
 use crate::anthropic::from_chat::{self, EventsFromChunks};
@@ -70,8 +69,10 @@ impl Metered for SseEvent {
 }
 
 impl GenerationService {
-    /// Reserves a Messages call's worst case (see `reserve_chat`); its output
-    /// cap is the request's `max_tokens`, which Anthropic's API requires.
+    /// Reserves a Messages call's worst case (see `bound`); its output cap is
+    /// the request's `max_tokens`, which Anthropic's API requires and which
+    /// includes any thinking (and goes to OpenAI-compatible deployments as
+    /// `max_completion_tokens`).
     async fn reserve_messages(
         &self,
         payer: &Payer,
@@ -86,15 +87,9 @@ impl GenerationService {
                 u32::try_from(n).unwrap_or(u32::MAX)
             });
         let worst = || {
-            let bytes = serde_json::to_vec(&request.body).map_or(0, |b| b.len());
-            let messages = request.body.get("messages").and_then(Value::as_array);
-            let contents = messages
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.get("content"));
-            let images = image_parts(contents);
-            let prompt = prompt_upper_bound(bytes, images, settings.image_tokens);
-            self.worst_case_usd(&request.model, prompt, output)
+            let prompt =
+                bound::messages_prompt_tokens(&request.body, u64::from(settings.image_tokens));
+            self.worst_case_usd(&request.model, prompt, u64::from(output))
         };
         let hold = self.budgets.reserve(payer.clone(), worst).await?;
         Ok((hold, output))

@@ -4,6 +4,7 @@
 //! records and pricing happen inside it, once; the surfaces only parse their
 //! input and render the result in their own shape.
 
+pub mod bound;
 pub mod handlers;
 pub mod messages;
 pub mod parse;
@@ -16,7 +17,7 @@ pub mod usage_report;
 use crate::budgets::{BudgetError, Budgets, Hold, Payer, Remaining};
 use crate::config::Config;
 use crate::openai::{
-    ChatChunk, ChatMessage, ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, Usage, estimate_tokens,
 };
 use crate::priority::Priority;
 use crate::provider::{Embeddings, ProviderError};
@@ -120,6 +121,17 @@ pub struct Completion {
 pub struct BudgetNote {
     pub remaining: Option<Remaining>,
     pub output_cap: Option<u32>,
+}
+
+/// A chat call's reservation and the request as it goes upstream.
+struct Reserved {
+    hold: Hold,
+    /// With the output cap set when the budget needed one.
+    request: Arc<ChatRequest>,
+    /// That cap (`x-sluice-output-cap`).
+    output_cap: Option<u32>,
+    /// Output tokens the reservation covers, when a budget applies.
+    output_bound: Option<u32>,
 }
 
 /// Why a call was not made or not finished.
@@ -234,12 +246,7 @@ impl GenerationService {
         let Some(store) = &self.reasoning else {
             return request;
         };
-        let anthropic = self
-            .engine
-            .deployments(&request.model)
-            .iter()
-            .any(|d| d.provider.messages_api().is_some());
-        if !anthropic {
+        if !self.has_anthropic(&request.model) {
             return request;
         }
         store.restore(&payer.subject, request).await
@@ -253,37 +260,57 @@ impl GenerationService {
         self.reasoning.as_ref()
     }
 
-    /// Reserves a chat call's worst case: its prompt at most one token per
-    /// byte of the request (plus `image_tokens` per image), its output at
-    /// most its cap, both at the dearest price among the model's
-    /// deployments. Under a budget, a request without a cap gets the default
-    /// one set (returned), so the worst case holds.
+    /// Reserves a chat call's worst case (`bound`): the prompt that goes
+    /// upstream, stored context and restored thinking included, the output
+    /// cap per answer asked for (or what thinking raises it to), both at the
+    /// dearest price among the model's deployments. Under a budget, a
+    /// request without a cap gets the default one set (returned), so the
+    /// worst case holds. Also returns the output bound, past which a stream
+    /// is cut (when a budget applies).
     async fn reserve_chat(
         &self,
         payer: &Payer,
         request: &Arc<ChatRequest>,
-        request_bytes: usize,
-    ) -> Result<(Hold, Arc<ChatRequest>, Option<u32>), GenerateError> {
+    ) -> Result<Reserved, GenerateError> {
         let settings = self.budgets.settings();
-        let output = request
+        let cap = request
             .max_output_tokens()
             .unwrap_or(settings.default_output_tokens);
+        let anthropic = self.has_anthropic(&request.model);
+        let output = bound::chat_output_tokens(request, cap, anthropic);
         let worst = || {
-            let images = image_parts(request.messages.iter().filter_map(ChatMessage::content));
-            let prompt = prompt_upper_bound(request_bytes, images, settings.image_tokens);
+            let prompt = bound::chat_prompt_tokens(request, u64::from(settings.image_tokens));
             self.worst_case_usd(&request.model, prompt, output)
         };
         let hold = self.budgets.reserve(payer.clone(), worst).await?;
-        if hold.is_open() && request.max_output_tokens().is_none() {
+        let (request, output_cap) = if hold.is_open() && request.max_output_tokens().is_none() {
             let mut capped = (**request).clone();
-            capped.set("max_tokens", output.into());
-            return Ok((hold, Arc::new(capped), Some(output)));
-        }
-        Ok((hold, Arc::clone(request), None))
+            capped.set("max_tokens", cap.into());
+            (Arc::new(capped), Some(cap))
+        } else {
+            (Arc::clone(request), None)
+        };
+        let output_bound = hold
+            .is_open()
+            .then(|| u32::try_from(output).unwrap_or(u32::MAX));
+        Ok(Reserved {
+            hold,
+            request,
+            output_cap,
+            output_bound,
+        })
+    }
+
+    /// Whether a deployment of the model speaks Anthropic's API.
+    fn has_anthropic(&self, model: &str) -> bool {
+        self.engine
+            .deployments(model)
+            .iter()
+            .any(|d| d.provider.messages_api().is_some())
     }
 
     /// The dearest the model's deployments charge for `prompt` and `output` tokens.
-    fn worst_case_usd(&self, model: &str, prompt: u32, output: u32) -> f64 {
+    fn worst_case_usd(&self, model: &str, prompt: u64, output: u64) -> f64 {
         self.engine
             .deployments(model)
             .iter()
@@ -296,7 +323,7 @@ impl GenerationService {
                 let out = p
                     .output_per_million
                     .max(p.reasoning_per_million.unwrap_or(0.0));
-                (f64::from(prompt) * input + f64::from(output) * out) / 1e6
+                (prompt as f64 * input + output as f64 * out) / 1e6
             })
             .fold(0.0, f64::max)
     }
@@ -353,12 +380,16 @@ impl GenerationService {
             hash.update(&generate.fingerprint);
             hash.finalize().into()
         });
-        let (hold, upstream_request, output_cap) = self
-            .reserve_chat(&generate.payer, request, generate.fingerprint.len())
-            .await?;
-        let upstream_request = self
-            .restore_thinking(&generate.payer, upstream_request)
+        // Restored first: the thinking a tool loop gets back is prompt too.
+        let restored = self
+            .restore_thinking(&generate.payer, Arc::clone(request))
             .await;
+        let Reserved {
+            hold,
+            request: upstream_request,
+            output_cap,
+            ..
+        } = self.reserve_chat(&generate.payer, &restored).await?;
         let (served, coalesced) = self
             .engine
             .complete(upstream_request, generate.priority, coalesce_key)
@@ -414,20 +445,19 @@ impl GenerationService {
     /// normally (estimated when the upstream sent none).
     pub async fn stream(&self, generate: Generate) -> Result<Streamed, GenerateError> {
         let request = generate.request;
-        let (hold, upstream_request, output_cap) = self
-            .reserve_chat(&generate.payer, &request, generate.fingerprint.len())
-            .await?;
-        let upstream_request = self
-            .restore_thinking(&generate.payer, upstream_request)
+        let restored = self
+            .restore_thinking(&generate.payer, Arc::clone(&request))
             .await;
+        let Reserved {
+            hold,
+            request: upstream_request,
+            output_cap,
+            output_bound,
+        } = self.reserve_chat(&generate.payer, &restored).await?;
         let served = self
             .engine
             .stream(upstream_request, generate.priority)
             .await?;
-        let cap = request
-            .max_output_tokens()
-            .or(output_cap)
-            .filter(|_| hold.is_open());
         let keep = self
             .reasoning
             .clone()
@@ -435,7 +465,7 @@ impl GenerationService {
         Ok(self.metered(
             served,
             hold,
-            cap,
+            output_bound,
             output_cap,
             request.model.clone(),
             request.estimated_prompt_tokens(),
@@ -499,8 +529,8 @@ impl GenerationService {
     ) -> Result<Embedded, GenerateError> {
         let inputs = Arc::new(request.input.clone().into_vec());
         let worst = || {
-            let bytes: usize = inputs.iter().map(String::len).sum();
-            self.worst_case_usd(&request.model, prompt_upper_bound(bytes, 0, 0), 0)
+            let bytes: usize = inputs.iter().map(|i| i.len() + 8).sum();
+            self.worst_case_usd(&request.model, bytes as u64, 0)
         };
         let hold = self.budgets.reserve(payer.clone(), worst).await?;
         let served = self
@@ -680,26 +710,4 @@ impl<T> Drop for Meter<T> {
             runtime.spawn(hold.settle(cost));
         }
     }
-}
-
-/// At most one token per byte of the request, plus `image_tokens` per image.
-fn prompt_upper_bound(request_bytes: usize, images: u32, image_tokens: u32) -> u32 {
-    u32::try_from(request_bytes)
-        .unwrap_or(u32::MAX)
-        .saturating_add(images.saturating_mul(image_tokens))
-}
-
-/// Image and document parts in messages' contents (OpenAI's and
-/// Anthropic's names), whose token count the request's bytes do not bound.
-fn image_parts<'a>(contents: impl Iterator<Item = &'a serde_json::Value>) -> u32 {
-    contents
-        .filter_map(serde_json::Value::as_array)
-        .flatten()
-        .filter(|part| {
-            matches!(
-                part.get("type").and_then(serde_json::Value::as_str),
-                Some("image_url" | "input_image" | "image" | "document" | "file" | "input_file")
-            )
-        })
-        .count() as u32
 }

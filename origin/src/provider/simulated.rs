@@ -159,6 +159,24 @@ impl Answer {
     }
 }
 
+/// The answers asked for (`n`).
+fn choices(request: &ChatRequest) -> u32 {
+    request
+        .field("n")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| u32::try_from(n).unwrap_or(1).max(1))
+}
+
+/// The chunk as one of choice `index`'s.
+fn of_choice(mut chunk: ChatChunk, index: u32) -> ChatChunk {
+    if let Some(Value::Array(choices)) = chunk.0.get_mut("choices")
+        && let Some(choice) = choices.first_mut()
+    {
+        choice["index"] = json!(index);
+    }
+    chunk
+}
+
 fn last_user_text(request: &ChatRequest) -> String {
     request
         .messages
@@ -259,7 +277,11 @@ impl Provider for Simulated {
             if !rest.is_zero() {
                 tokio::time::sleep(rest).await;
             }
-            let usage = Usage::new(request.estimated_prompt_tokens(), completion_tokens);
+            let choices = choices(request);
+            let usage = Usage::new(
+                request.estimated_prompt_tokens(),
+                completion_tokens * choices,
+            );
             let (message, finish) = match answer {
                 Answer::Text(text) => (json!({ "role": "assistant", "content": text }), "stop"),
                 Answer::ToolCall {
@@ -273,13 +295,19 @@ impl Provider for Simulated {
                     "tool_calls",
                 ),
             };
-            Ok(ChatResponse::new(
-                completion_id(),
-                call.model,
-                message,
-                finish,
-                Some(usage),
-            ))
+            let mut response =
+                ChatResponse::new(completion_id(), call.model, message, finish, Some(usage));
+            // `n` answers, each billed: the same one, as a deterministic model gives.
+            if let Some(Value::Array(all)) = response.0.get_mut("choices")
+                && let Some(first) = all.first().cloned()
+            {
+                for index in 1..choices {
+                    let mut choice = first.clone();
+                    choice["index"] = json!(index);
+                    all.push(choice);
+                }
+            }
+            Ok(response)
         })
     }
 
@@ -292,7 +320,11 @@ impl Provider for Simulated {
             self.injected_failure()?;
             let answer = Simulated::answer(call, request);
             let pieces = answer.tokens();
-            let usage = Usage::new(request.estimated_prompt_tokens(), pieces.len() as u32);
+            let choices = choices(request);
+            let usage = Usage::new(
+                request.estimated_prompt_tokens(),
+                pieces.len() as u32 * choices,
+            );
             let (id, created, model) = (
                 completion_id(),
                 crate::clock::unix_now(),
@@ -325,6 +357,10 @@ impl Provider for Simulated {
                     (deltas, "tool_calls")
                 }
             };
+            // `n` answers, one after the other, each chunk naming its choice.
+            let deltas: Vec<(u32, Value)> = (0..choices)
+                .flat_map(|index| deltas.iter().map(move |d| (index, d.clone())))
+                .collect();
             let ttft = Duration::from_millis(self.config.time_to_first_token_ms);
             let interval = self.token_interval();
             let role = futures::stream::iter([Ok(chunk(
@@ -333,21 +369,24 @@ impl Provider for Simulated {
             ))]);
             let deltas = futures::stream::iter(deltas.into_iter().enumerate()).then({
                 let chunk = chunk.clone();
-                move |(i, delta)| {
+                move |(i, (index, delta))| {
                     let chunk = chunk.clone();
                     async move {
                         let wait = if i == 0 { ttft } else { interval };
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
-                        Ok(chunk(delta, None))
+                        Ok(of_choice(chunk(delta, None), index))
                     }
                 }
             });
-            let tail = futures::stream::iter([
-                Ok(chunk(json!({}), Some(finish))),
-                Ok(ChatChunk::usage_only(&id, created, &model, usage)),
-            ]);
+            let finishes =
+                (0..choices).map(|index| Ok(of_choice(chunk(json!({}), Some(finish)), index)));
+            let tail = futures::stream::iter(
+                finishes
+                    .chain([Ok(ChatChunk::usage_only(&id, created, &model, usage))])
+                    .collect::<Vec<_>>(),
+            );
             Ok(role.chain(deltas).chain(tail).boxed())
         })
     }

@@ -7,7 +7,7 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{DEFAULT_MAX_TOKENS, fit_thinking, translate_request};
+pub use request::{DEFAULT_MAX_TOKENS, fit_thinking, max_tokens_with_thinking, translate_request};
 pub use response::{finish_reason, translate_response, usage};
 
 use super::wire::{check_status, events, send_error};

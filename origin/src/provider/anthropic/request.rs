@@ -21,6 +21,32 @@ fn thinking_budget(effort: &str) -> Option<u32> {
     }
 }
 
+/// The thinking budget a chat request asks Anthropic for: its own `thinking`
+/// (sent on the OpenAI route), else its `reasoning_effort`'s.
+fn requested_budget(request: &ChatRequest) -> Option<u32> {
+    let own = request
+        .field("thinking")
+        .filter(|t| t["type"] == "enabled")
+        .and_then(|t| t["budget_tokens"].as_u64())
+        .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+    own.or_else(|| {
+        request
+            .field("reasoning_effort")
+            .and_then(Value::as_str)
+            .and_then(thinking_budget)
+    })
+}
+
+/// The `max_tokens` a chat request capped at `cap` goes to Anthropic with:
+/// the thinking budget must fit under it, so a cap at or under the budget is
+/// raised by it. The most such a call can generate: budgets reserve it.
+pub fn max_tokens_with_thinking(request: &ChatRequest, cap: u32) -> u32 {
+    match requested_budget(request) {
+        Some(budget) if cap <= budget => cap.saturating_add(budget),
+        _ => cap,
+    }
+}
+
 /// Fields of the Messages API a client may send on the OpenAI route; they
 /// go to Anthropic unchanged.
 const ANTHROPIC_FIELDS: [&str; 8] = [
@@ -197,14 +223,10 @@ pub fn translate_request(
     }
     fit_thinking(&mut body, &call);
     let cap = request.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
-    let budget = body
-        .pointer("/thinking/budget_tokens")
-        .and_then(Value::as_u64)
-        .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
-    match budget {
-        Some(budget) => {
+    match body.get("thinking") {
+        Some(_) => {
             // The budget is part of max_tokens and must be below it.
-            body["max_tokens"] = json!(if cap <= budget { cap + budget } else { cap });
+            body["max_tokens"] = json!(max_tokens_with_thinking(request, cap));
             // Thinking takes no temperature.
             if request.temperature().is_some() {
                 call.adjust("temperature:dropped (thinking)");
