@@ -8,8 +8,8 @@ use super::store::{Budget, Scope, Standing, StoreError};
 use super::{Budgets, Payer, microdollars, usd};
 use crate::clock::now_ms;
 use crate::http::{ApiError, require_admin};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRef, Path, Query, State};
+use crate::http::{ApiJson, ApiPath, ApiQuery, check_name};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -22,6 +22,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Budgets: FromRef<S>,
+    crate::http::BodyLimit: FromRef<S>,
 {
     Router::new()
         .route("/v1/admin/teams", get(list_teams).post(create_team))
@@ -73,17 +74,6 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     }
 }
 
-/// Names of teams, keys and subjects: 1 to 200 characters, no control characters.
-fn check_name(value: &str, param: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
-        return Err(invalid(
-            format!("`{param}` must be 1 to 200 characters without control characters."),
-            param,
-        ));
-    }
-    Ok(())
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
@@ -95,10 +85,9 @@ pub struct CreateTeam {
 async fn create_team(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    body: Result<Json<CreateTeam>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateTeam>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body?;
     check_name(&body.id, "id")?;
     let team = store(&budgets)?.create_team(&body.id, &body.name).await?;
     budgets.invalidate();
@@ -123,7 +112,7 @@ async fn list_teams(
 async fn get_team(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     Ok(Json(team_json(&store(&budgets)?.team(&id).await?)))
@@ -132,7 +121,7 @@ async fn get_team(
 async fn delete_team(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     store(&budgets)?.delete_team(&id).await?;
@@ -143,7 +132,7 @@ async fn delete_team(
 async fn add_member(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path((id, subject)): Path<(String, String)>,
+    ApiPath((id, subject)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     check_name(&subject, "subject")?;
@@ -158,7 +147,7 @@ async fn add_member(
 async fn remove_member(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path((id, subject)): Path<(String, String)>,
+    ApiPath((id, subject)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     store(&budgets)?.remove_member(&id, &subject).await?;
@@ -196,13 +185,12 @@ pub struct SetBudget {
 async fn set_budget(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path((scope, id)): Path<(String, String)>,
-    body: Result<Json<SetBudget>, JsonRejection>,
+    ApiPath((scope, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<SetBudget>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     let scope = scope_of(&scope)?;
     check_name(&id, "id")?;
-    let Json(body) = body?;
     if !body.limit_usd.is_finite() || body.limit_usd < 0.0 || body.limit_usd > 1e12 {
         return Err(invalid(
             "`limit_usd` must be a number from 0 to 1e12.",
@@ -224,7 +212,7 @@ async fn set_budget(
 async fn get_budget(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path((scope, id)): Path<(String, String)>,
+    ApiPath((scope, id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     let scope = scope_of(&scope)?;
@@ -240,7 +228,7 @@ async fn get_budget(
 async fn delete_budget(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    Path((scope, id)): Path<(String, String)>,
+    ApiPath((scope, id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&who)?;
     let scope = scope_of(&scope)?;
@@ -296,28 +284,27 @@ pub const THIRTY_DAYS_MS: i64 = 30 * 86_400_000;
 async fn spend_report(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    query: Result<Query<SpendQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<SpendQuery>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Query(q) = query?;
     let now = now_ms();
-    let to = instant(q.to.as_deref(), now + 1, "to")?;
+    let to = instant(query.to.as_deref(), now + 1, "to")?;
     let filter = Filter {
-        from_ms: instant(q.from.as_deref(), to - THIRTY_DAYS_MS, "from")?,
+        from_ms: instant(query.from.as_deref(), to - THIRTY_DAYS_MS, "from")?,
         to_ms: to,
-        subject: q.subject,
-        key_id: q.key_id,
-        team_id: q.team_id,
-        model: q.model,
+        subject: query.subject,
+        key_id: query.key_id,
+        team_id: query.team_id,
+        model: query.model,
     };
-    let group_by = q.group_by.unwrap_or(GroupBy::Model);
+    let group_by = query.group_by.unwrap_or(GroupBy::Model);
     let report = report::report(store(&budgets)?.db(), group_by, &filter)
         .await
         .map_err(|e| ApiError::Database(Box::new(e)))?;
-    match q.format.as_deref() {
+    match query.format.as_deref() {
         None | Some("json") => Ok(Json(report).into_response()),
         Some("csv") => {
-            let mut response = report::csv(&report, q.series).into_response();
+            let mut response = report::csv(&report, query.series).into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/csv; charset=utf-8"),
@@ -340,15 +327,14 @@ pub struct UsageQuery {
 async fn own_usage(
     State(budgets): State<Budgets>,
     Extension(who): Extension<Identity>,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query?;
     let payer = Payer::of(&who);
     let (team, standings) = budgets.standings_of(&payer).await?;
     let now = now_ms();
-    let to = instant(q.to.as_deref(), now + 1, "to")?;
+    let to = instant(query.to.as_deref(), now + 1, "to")?;
     let filter = Filter {
-        from_ms: instant(q.from.as_deref(), to - THIRTY_DAYS_MS, "from")?,
+        from_ms: instant(query.from.as_deref(), to - THIRTY_DAYS_MS, "from")?,
         to_ms: to,
         subject: Some(who.sub.clone()),
         ..Filter::default()

@@ -9,10 +9,10 @@ use crate::conversations::store::{
 };
 use crate::generation::{Generate, GenerationService, Surface, parse, render, stream};
 use crate::http::{ApiError, BodyLimit, GenerationBody, LimitedBody};
+use crate::http::{ApiPath, ApiQuery};
 use crate::openai::{ChatMessage, ChatRequest, Role, Usage};
 use crate::priority::Priority;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, FromRef, Path, Query, State};
+use axum::extract::{Extension, FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -82,10 +82,6 @@ impl PageQuery {
     }
 }
 
-fn page_query(query: Result<Query<PageQuery>, QueryRejection>) -> Result<PageQuery, ApiError> {
-    Ok(query?.0)
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CreateConversation {
@@ -135,9 +131,8 @@ pub async fn create(
 pub async fn list(
     State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let query = page_query(query)?;
     let page = state
         .store
         .list(&who.sub, query.limit(), query.after.as_deref())
@@ -149,7 +144,7 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.store.get(&who.sub, &id).await?).into_response())
 }
@@ -158,7 +153,7 @@ pub async fn get_one(
 pub async fn delete(
     State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.store.delete(&who.sub, &id).await?;
     Ok(
@@ -171,10 +166,9 @@ pub async fn delete(
 pub async fn messages(
     State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let query = page_query(query)?;
     let page = state
         .store
         .messages(&who.sub, &id, query.limit(), query.after.as_deref())
@@ -266,7 +260,7 @@ impl ConversationsState {
 pub async fn post_message(
     State(state): State<ConversationsState>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     priority: Priority,
     GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {

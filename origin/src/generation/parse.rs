@@ -2,36 +2,9 @@
 //! OpenAI makes before a request goes anywhere.
 
 use crate::http::ApiError;
+pub use crate::http::parse_json;
 use crate::openai::{ChatRequest, EmbeddingInput, EmbeddingsRequest};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-
-/// Parses a JSON body, naming the offending field on failure.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        // serde_json reports some type errors (a number where an enum goes) as
-        // syntax errors, so ask the body itself whether it is JSON.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-            return ApiError::InvalidRequest {
-                message: format!("Request body is not valid JSON: {inner}"),
-                param: None,
-            };
-        }
-        match path.as_str() {
-            "." => ApiError::InvalidRequest {
-                message: format!("Invalid request body: {inner}"),
-                param: None,
-            },
-            _ => ApiError::InvalidRequest {
-                message: format!("Invalid value for `{path}`: {inner}"),
-                param: Some(path),
-            },
-        }
-    })
-}
 
 fn invalid(param: &str, message: String) -> ApiError {
     ApiError::InvalidRequest {
@@ -58,50 +31,10 @@ pub fn validate(request: &ChatRequest) -> Result<(), ApiError> {
             "`messages` must contain at least one message.".into(),
         ));
     }
-    if let Some(stream) = request.field("stream")
-        && !stream.is_boolean()
+    if let Some((field, message)) =
+        crate::http::fields::refused(&request.extra, "", crate::http::fields::CHAT)
     {
-        return Err(invalid(
-            "stream",
-            format!("`stream` must be a boolean, got {stream}."),
-        ));
-    }
-    match request.field("temperature") {
-        Some(t) if !t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)) => {
-            return Err(invalid(
-                "temperature",
-                format!("`temperature` must be a number between 0 and 2, got {t}."),
-            ));
-        }
-        _ => {}
-    }
-    for field in ["max_tokens", "max_completion_tokens", "n"] {
-        if let Some(n) = request.field(field)
-            && n.as_u64().is_none_or(|n| n < 1)
-        {
-            return Err(invalid(
-                field,
-                format!("`{field}` must be an integer of at least 1, got {n}."),
-            ));
-        }
-    }
-    for (field, kind, ok) in [
-        (
-            "stream_options",
-            "an object",
-            Value::is_object as fn(&Value) -> bool,
-        ),
-        ("tools", "a list", Value::is_array),
-        ("response_format", "an object", Value::is_object),
-    ] {
-        if let Some(value) = request.field(field)
-            && !ok(value)
-        {
-            return Err(invalid(
-                field,
-                format!("`{field}` must be {kind}, got {value}."),
-            ));
-        }
+        return Err(invalid(&field, message));
     }
     let tools = request.field("tools").and_then(Value::as_array);
     for (i, tool) in tools.into_iter().flatten().enumerate() {

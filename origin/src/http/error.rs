@@ -57,8 +57,34 @@ pub enum ApiError {
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Whether a database error was caused by a value the client sent (SQLSTATE
+/// class 22, data exception: a NUL byte Postgres cannot store, a number out
+/// of range): the client's fault, a 400, never an outage that pages
+/// operators or trips a breaker. Input is checked at the door; this is the
+/// backstop for what a check missed.
+fn caused_by_input(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(sqlx::Error::Database(db)) = error.downcast_ref::<sqlx::Error>()
+            && db.code().is_some_and(|code| code.starts_with("22"))
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 impl ApiError {
+    /// A database error the client's input caused, told apart from an outage.
+    fn is_input_fault(&self) -> bool {
+        matches!(self, ApiError::Database(e) if caused_by_input(e.as_ref()))
+    }
+
     fn status(&self) -> StatusCode {
+        if self.is_input_fault() {
+            return StatusCode::BAD_REQUEST;
+        }
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_)
@@ -81,6 +107,9 @@ impl ApiError {
     }
 
     fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
+        if self.is_input_fault() {
+            return ("invalid_request_error", Some("invalid_value"));
+        }
         match self {
             ApiError::InvalidRequest { .. } => ("invalid_request_error", None),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
@@ -116,6 +145,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Database(e) = &self {
+            if self.is_input_fault() {
+                tracing::info!(event = "database_refused_input", error = %e);
+                let body = openai_error(
+                    "The request holds a value that cannot be stored (a NUL byte, say).",
+                    "invalid_request_error",
+                    Some("invalid_value"),
+                    None,
+                );
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
             tracing::error!(error = %e, "database error");
         }
         let status = self.status();

@@ -7,7 +7,11 @@ pub mod connections;
 pub mod edge_signature;
 pub mod error;
 pub mod extract;
+pub mod fields;
 
 pub use edge_signature::{EdgeVerifier, require_edge_signature};
 pub use error::ApiError;
-pub use extract::{BodyLimit, GenerationBody, LimitedBody, require_admin};
+pub use extract::{
+    ApiJson, ApiPath, ApiQuery, BodyLimit, GenerationBody, LimitedBody, check_identifier,
+    check_name, parse_json, require_admin,
+};

@@ -2,10 +2,10 @@
 //! key lookup. Handlers extract, call the key store, and map.
 
 use crate::http::{ApiError, require_admin};
+use crate::http::{ApiJson, ApiPath, ApiQuery, check_name};
 use crate::keys::store::{KeyError, KeyStore, NewKey};
 use axum::extract::FromRef;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
@@ -18,6 +18,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     KeyStore: FromRef<S>,
+    crate::http::BodyLimit: FromRef<S>,
 {
     Router::new()
         .route("/v1/admin/keys", post(create_key).get(list_keys))
@@ -65,22 +66,25 @@ fn valid_token_limit(limit: Option<&str>) -> Result<Option<&str>, ApiError> {
 pub async fn create_key(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body?;
     let subject = body.subject.trim();
-    if subject.is_empty() || subject.len() > 200 || subject.starts_with("anonymous:") {
+    check_name(subject, "subject")?;
+    if subject.starts_with("anonymous:") {
         return Err(ApiError::InvalidRequest {
-            message: "`subject` must be 1 to 200 characters and not `anonymous:...`.".into(),
+            message: "`subject` must not be `anonymous:...`.".into(),
             param: Some("subject".into()),
         });
     }
-    if body
-        .scopes
-        .iter()
-        .any(|s| s == EDGE_INTERNAL_SCOPE || s.contains(char::is_whitespace))
-    {
+    if !body.name.is_empty() {
+        check_name(&body.name, "name")?;
+    }
+    if body.scopes.iter().any(|s| {
+        s == EDGE_INTERNAL_SCOPE
+            || s.contains(char::is_whitespace)
+            || check_name(s, "scopes").is_err()
+    }) {
         return Err(ApiError::InvalidRequest {
             message: "`scopes` must be single words and not reserved.".into(),
             param: Some("scopes".into()),
@@ -109,7 +113,7 @@ pub struct ListKeys {
 pub async fn list_keys(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    Query(query): Query<ListKeys>,
+    ApiQuery(query): ApiQuery<ListKeys>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
     let keys = keys.list(query.subject.as_deref()).await?;
@@ -121,7 +125,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
     let key = keys.revoke(&id).await?;
@@ -141,11 +145,10 @@ pub struct SetTokenLimit {
 pub async fn update_key(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
-    body: Result<Json<SetTokenLimit>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SetTokenLimit>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body?;
     let limit = valid_token_limit(body.token_limit.as_deref())?;
     let key = keys.set_key_token_limit(&id, limit).await?;
     tracing::info!(event = "api_key_token_limit_set", key_id = %key.id, limit = ?limit, by = %who.sub);
@@ -157,11 +160,10 @@ pub async fn update_key(
 pub async fn update_user(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    Path(subject): Path<String>,
-    body: Result<Json<SetTokenLimit>, JsonRejection>,
+    ApiPath(subject): ApiPath<String>,
+    ApiJson(body): ApiJson<SetTokenLimit>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body?;
     let limit = valid_token_limit(body.token_limit.as_deref())?;
     let user = keys.set_user_token_limit(&subject, limit).await?;
     tracing::info!(event = "user_token_limit_set", subject = %user.subject, limit = ?limit, by = %who.sub);
@@ -174,7 +176,7 @@ pub async fn update_user(
 pub async fn lookup_key(
     State(keys): State<KeyStore>,
     Extension(who): Extension<Identity>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !who.scopes.iter().any(|s| s == EDGE_INTERNAL_SCOPE) {
         return Err(ApiError::Forbidden);

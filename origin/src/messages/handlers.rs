@@ -7,7 +7,7 @@ use crate::generation::render::{budget_headers, route_headers, usage_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{GenerationEvent, GenerationService, Streamed};
 use crate::http::error::AnthropicError;
-use crate::http::{ApiError, BodyLimit, GenerationBody};
+use crate::http::{ApiError, BodyLimit, GenerationBody, fields};
 use crate::priority::Priority;
 use crate::provider::SseEvent;
 use axum::body::Bytes;
@@ -39,6 +39,58 @@ fn invalid(message: String) -> AnthropicError {
     })
 }
 
+/// The documented fields' types and ranges (`http::fields::MESSAGES`), each
+/// message's role and content, and the blocks `system` holds.
+fn check_fields(body: &Map<String, Value>, messages: &[Value]) -> Result<(), AnthropicError> {
+    let nested = |name: &str, rules| {
+        body.get(name)
+            .and_then(Value::as_object)
+            .and_then(|object| fields::refused(object, &format!("{name}."), rules))
+    };
+    if let Some((_, message)) = fields::refused(body, "", fields::MESSAGES)
+        .or_else(|| nested("thinking", fields::MESSAGES_THINKING))
+        .or_else(|| nested("tool_choice", fields::MESSAGES_TOOL_CHOICE))
+    {
+        return Err(invalid(message));
+    }
+    if body
+        .get("thinking")
+        .is_some_and(|t| t["type"] == "enabled" && !t["budget_tokens"].is_u64())
+    {
+        return Err(invalid(
+            "thinking.budget_tokens: Field required when thinking is enabled.".into(),
+        ));
+    }
+    let blocks_typed = |blocks: &Value| {
+        blocks
+            .as_array()
+            .is_none_or(|b| b.iter().all(|b| b["type"].is_string()))
+    };
+    if !body.get("system").is_none_or(blocks_typed) {
+        return Err(invalid(
+            "system: each block must be an object with a `type`.".into(),
+        ));
+    }
+    for (i, message) in messages.iter().enumerate() {
+        if !matches!(
+            message["role"].as_str(),
+            Some("user" | "assistant" | "system")
+        ) {
+            return Err(invalid(format!(
+                "messages.{i}.role: must be user or assistant, got {}.",
+                message["role"]
+            )));
+        }
+        let content = &message["content"];
+        if !(content.is_string() || content.is_array()) || !blocks_typed(content) {
+            return Err(invalid(format!(
+                "messages.{i}.content: must be a string or a list of blocks, each with a `type`."
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The body as a Messages request; `max_tokens` is required to create a
 /// message (as Anthropic requires it), not to count tokens.
 fn parse(
@@ -56,11 +108,20 @@ fn parse(
             ));
         }
     };
-    if !body.get("messages").is_some_and(Value::is_array) {
-        return Err(invalid(
-            "messages: Field required (a list of messages).".into(),
-        ));
-    }
+    let messages = match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        Some(Value::Array(_)) => {
+            return Err(invalid(
+                "messages: at least one message is required.".into(),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "messages: Field required (a list of messages).".into(),
+            ));
+        }
+    };
+    check_fields(&body, messages)?;
     if creating
         && body
             .get("max_tokens")
@@ -70,11 +131,6 @@ fn parse(
         return Err(invalid(
             "max_tokens: Field required (an integer of at least 1).".into(),
         ));
-    }
-    if let Some(stream) = body.get("stream")
-        && !stream.is_boolean()
-    {
-        return Err(invalid(format!("stream: must be a boolean, got {stream}.")));
     }
     let (chat, chat_adjusted) = match to_chat(&body) {
         Ok(translated) => (Ok(translated.chat), translated.adjusted),

@@ -2,9 +2,9 @@
 //! counts and warming; admin tier) and the admin listener (metrics, probes,
 //! stats and the status page; no authentication).
 
+use crate::http::ApiJson;
 use crate::http::{ApiError, require_admin};
 use crate::ops::{OpsState, readiness, stats};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -19,6 +19,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     OpsState: FromRef<S>,
+    crate::http::BodyLimit: FromRef<S>,
 {
     Router::new()
         .route("/v1/admin/stats", get(admin_stats))
@@ -63,10 +64,9 @@ pub struct WarmCache {
 async fn warm_cache(
     State(state): State<OpsState>,
     Extension(who): Extension<Identity>,
-    body: Result<Json<WarmCache>, JsonRejection>,
+    ApiJson(body): ApiJson<WarmCache>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Json(body) = body?;
     let subjects = match body.subjects {
         Some(subjects) => subjects,
         None => {

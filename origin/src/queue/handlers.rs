@@ -21,10 +21,10 @@ where
 
 use crate::generation::{GenerationService, handlers::answer_chat, parse};
 use crate::http::{ApiError, BodyLimit, GenerationBody, require_admin};
+use crate::http::{ApiPath, ApiQuery};
 use crate::priority::Priority;
 use crate::queue::store::{Job, JobError, JobQueue, NewJob};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -139,15 +139,11 @@ async fn generate(
     State(jobs): State<JobQueue>,
     State(generation): State<GenerationService>,
     Extension(who): Extension<Identity>,
-    query: Result<Query<GenerateQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<GenerateQuery>,
     priority: Priority,
     headers: HeaderMap,
     GenerationBody(body): GenerationBody,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::InvalidRequest {
-        message: e.body_text(),
-        param: Some("async".into()),
-    })?;
     if query.run_async {
         return submit(&jobs, &generation, &who, priority, &headers, &body).await;
     }
@@ -158,7 +154,7 @@ async fn generate(
 async fn get_one(
     State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let job = jobs.get(Some(&who.sub), &id).await?;
     Ok(view(&job).into_response())
@@ -168,7 +164,7 @@ async fn get_one(
 async fn cancel(
     State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let job = jobs.cancel(&who.sub, &id).await?;
     Ok(view(&job).into_response())
@@ -194,10 +190,9 @@ async fn stats(
 async fn dead(
     State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
-    query: Result<Query<DeadQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<DeadQuery>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
-    let Query(query) = query?;
     let jobs = jobs.dead(query.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({ "object": "list", "data": jobs })).into_response())
 }
@@ -206,7 +201,7 @@ async fn dead(
 async fn inspect(
     State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
     let job = jobs.get(None, &id).await?;
@@ -217,7 +212,7 @@ async fn inspect(
 async fn redrive(
     State(jobs): State<JobQueue>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     require_admin(&who)?;
     let job = jobs.redrive(&id).await?;

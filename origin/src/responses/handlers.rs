@@ -12,9 +12,10 @@ use crate::generation::render::{budget_headers, completion_headers};
 use crate::generation::stream::event_stream_response;
 use crate::generation::{Generate, GenerationEvent, GenerationService, Source, Streamed, Surface};
 use crate::http::{ApiError, BodyLimit, GenerationBody};
+use crate::http::{ApiPath, ApiQuery};
 use crate::priority::Priority;
 use axum::body::Bytes;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -221,7 +222,7 @@ fn sse_response(streamed: Streamed, mut events: ResponseEvents, keep: Option<Kee
 async fn retrieve(
     State(store): State<ResponseStore>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let stored = store
         .get(&who.sub, &id)
@@ -233,7 +234,7 @@ async fn retrieve(
 async fn delete(
     State(store): State<ResponseStore>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !store.delete(&who.sub, &id).await? {
         return Err(ApiError::ResponseNotFound(id));
@@ -257,10 +258,9 @@ struct ItemsQuery {
 async fn input_items(
     State(store): State<ResponseStore>,
     Extension(who): Extension<Identity>,
-    Path(id): Path<String>,
-    query: Result<Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ItemsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::InvalidRequest {

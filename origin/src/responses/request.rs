@@ -8,7 +8,7 @@
 //! know still reaches a provider that does.
 
 use crate::generation::parse::validate;
-use crate::http::ApiError;
+use crate::http::{ApiError, fields};
 use crate::openai::{ChatMessage, ChatRequest, Role};
 use serde_json::{Map, Value, json};
 
@@ -84,6 +84,17 @@ impl ResponsesRequest {
                 ));
             }
         };
+        let nested = |name: &str, rules| {
+            body.get(name)
+                .and_then(Value::as_object)
+                .and_then(|object| fields::refused(object, &format!("{name}."), rules))
+        };
+        if let Some((field, message)) = fields::refused(&body, "", fields::RESPONSES)
+            .or_else(|| nested("reasoning", fields::RESPONSES_REASONING))
+            .or_else(|| nested("text", fields::RESPONSES_TEXT))
+        {
+            return Err(invalid(&field, message));
+        }
         let flag = |name: &str, default: bool| match body.get(name) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -104,7 +115,10 @@ impl ResponsesRequest {
         }
         let previous_response_id = match body.get("previous_response_id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(id.clone()),
+            Some(Value::String(id)) => {
+                crate::http::check_identifier("previous_response_id", id)?;
+                Some(id.clone())
+            }
             Some(other) => {
                 return Err(invalid(
                     "previous_response_id",
@@ -326,6 +340,8 @@ fn normalize_item(item: Value, at: &str) -> Result<Value, ApiError> {
         // responses before translation (`ResponsesRequest::resolve`).
         "item_reference" => {
             string(&item, "id")?;
+            let id = item["id"].as_str().unwrap_or_default();
+            crate::http::check_identifier(&format!("{at}.id"), id)?;
             return Ok(Value::Object(item));
         }
         other => {
