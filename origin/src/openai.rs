@@ -183,6 +183,11 @@ impl ChatResponse {
         finish_reason: &str,
         usage: Option<Usage>,
     ) -> ChatResponse {
+        let mut message = message;
+        // Required (nullable) in OpenAI's answer schema.
+        if let Some(fields) = message.as_object_mut() {
+            fields.entry("refusal").or_insert(Value::Null);
+        }
         let mut body = json!({
             "id": id, "object": "chat.completion", "created": crate::clock::unix_now(),
             "model": model,

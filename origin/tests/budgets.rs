@@ -637,7 +637,7 @@ async fn spend(
         ),
         Path::ResponsesChain => (
             "/v1/responses".to_string(),
-            json!({ "model": "priced", "max_output_tokens": max_tokens, "input": text,
+            json!({ "model": "priced", "max_output_tokens": max_tokens.max(16), "input": text,
                 "previous_response_id": caller.previous_response }),
         ),
         Path::ConversationTurn => {

@@ -350,7 +350,7 @@ async fn a_team_budget_holds_for_every_kind_of_call_mixed() {
                     ),
                     1 => (
                         format!("{edge}/v1/responses"),
-                        json!({ "model": "priced", "max_output_tokens": 4, "input": long,
+                        json!({ "model": "priced", "max_output_tokens": 16, "input": long,
                             "previous_response_id": previous }),
                     ),
                     2 => {

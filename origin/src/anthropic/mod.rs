@@ -44,7 +44,9 @@ impl MessagesRequest {
     /// What the request is charged against a key's token budget up front.
     pub fn estimated_tokens(&self) -> u32 {
         match &self.chat {
-            Ok(chat) => chat.estimated_prompt_tokens() + chat.max_output_tokens().unwrap_or(256),
+            Ok(chat) => chat
+                .estimated_prompt_tokens()
+                .saturating_add(chat.max_output_tokens().unwrap_or(256)),
             Err(_) => crate::openai::estimate_tokens(&Value::Object(self.body.clone()).to_string()),
         }
     }

@@ -53,6 +53,12 @@ pub fn validate(request: &ChatRequest) -> Result<(), ApiError> {
 const MAX_EMBEDDING_INPUTS: usize = 2048;
 
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
+    let fields: serde_json::Map<String, Value> = parse_json(body)?;
+    if let Some((field, message)) =
+        crate::http::fields::refused(&fields, "", crate::http::fields::EMBEDDINGS)
+    {
+        return Err(invalid(&field, message));
+    }
     let request: EmbeddingsRequest = parse_json(body)?;
     if request.model.trim().is_empty() {
         return Err(invalid("model", "`model` must not be empty.".into()));

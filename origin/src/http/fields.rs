@@ -27,6 +27,8 @@ pub enum Rule {
     StrOrArray,
     /// A string or an object (`tool_choice`).
     StrOrObject,
+    /// A string of at most this many bytes.
+    StrMax(usize),
 }
 
 impl Rule {
@@ -50,6 +52,7 @@ impl Rule {
                 .is_some_and(|a| a.iter().all(Value::is_string)),
             Rule::StrOrArray => value.is_string() || value.is_array(),
             Rule::StrOrObject => value.is_string() || value.is_object(),
+            Rule::StrMax(max) => value.as_str().is_some_and(|s| s.len() <= max),
         }
     }
 
@@ -67,6 +70,7 @@ impl Rule {
             Rule::Strs => "an array of strings".into(),
             Rule::StrOrArray => "a string or an array".into(),
             Rule::StrOrObject => "a string or an object".into(),
+            Rule::StrMax(max) => format!("a string of at most {max} bytes"),
         }
     }
 }
@@ -89,7 +93,18 @@ pub fn refused(
 }
 
 /// OpenAI's reasoning efforts.
-pub const EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh"];
+pub const EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh", "max"];
+
+/// OpenAI's service tiers.
+const TIERS: &[&str] = &[
+    "auto",
+    "default",
+    "flex",
+    "scale",
+    "priority",
+    "fast",
+    "ultrafast",
+];
 
 /// `POST /v1/chat/completions`.
 pub const CHAT: &[(&str, Rule)] = &[
@@ -117,11 +132,17 @@ pub const CHAT: &[(&str, Rule)] = &[
     ("metadata", Rule::Object),
     ("logit_bias", Rule::Object),
     ("store", Rule::Bool),
-    ("service_tier", Rule::Str),
+    ("service_tier", Rule::OneOf(TIERS)),
     ("prediction", Rule::Object),
     ("audio", Rule::Object),
-    ("safety_identifier", Rule::Str),
+    ("safety_identifier", Rule::StrMax(64)),
     ("prompt_cache_key", Rule::Str),
+    ("prompt_cache_options", Rule::Object),
+    ("prompt_cache_retention", Rule::OneOf(&["in_memory", "24h"])),
+    ("function_call", Rule::StrOrObject),
+    ("functions", Rule::Array),
+    ("moderation", Rule::Object),
+    ("web_search_options", Rule::Object),
 ];
 
 /// `POST /v1/responses`.
@@ -132,7 +153,8 @@ pub const RESPONSES: &[(&str, Rule)] = &[
     ("background", Rule::Bool),
     ("temperature", Rule::Num(0.0, 2.0)),
     ("top_p", Rule::Num(0.0, 1.0)),
-    ("max_output_tokens", Rule::Int(1, i64::MAX)),
+    // OpenAI's smallest output cap for a response.
+    ("max_output_tokens", Rule::Int(16, i64::MAX)),
     ("max_tool_calls", Rule::Int(0, i64::MAX)),
     ("top_logprobs", Rule::Int(0, 20)),
     ("text", Rule::Object),
@@ -144,11 +166,22 @@ pub const RESPONSES: &[(&str, Rule)] = &[
     ("truncation", Rule::OneOf(&["auto", "disabled"])),
     ("include", Rule::Array),
     ("user", Rule::Str),
-    ("service_tier", Rule::Str),
-    ("instructions", Rule::StrOrArray),
+    ("service_tier", Rule::OneOf(TIERS)),
+    ("instructions", Rule::Str),
     ("previous_response_id", Rule::Str),
     ("prompt_cache_key", Rule::Str),
-    ("safety_identifier", Rule::Str),
+    ("prompt_cache_options", Rule::Object),
+    ("prompt_cache_retention", Rule::OneOf(&["in_memory", "24h"])),
+    ("safety_identifier", Rule::StrMax(64)),
+    ("moderation", Rule::Object),
+    ("context_management", Rule::Array),
+];
+
+/// `POST /v1/embeddings`.
+pub const EMBEDDINGS: &[(&str, Rule)] = &[
+    ("dimensions", Rule::Int(1, i64::MAX)),
+    ("encoding_format", Rule::OneOf(&["float", "base64"])),
+    ("user", Rule::Str),
 ];
 
 /// `reasoning` of a Responses request.
@@ -177,7 +210,7 @@ pub const MESSAGES: &[(&str, Rule)] = &[
     ("tool_choice", Rule::Object),
     ("thinking", Rule::Object),
     ("metadata", Rule::Object),
-    ("service_tier", Rule::Str),
+    ("service_tier", Rule::OneOf(&["auto", "standard_only"])),
     ("output_config", Rule::Object),
 ];
 

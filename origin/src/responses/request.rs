@@ -206,25 +206,9 @@ impl ResponsesRequest {
     /// does, are not carried over from earlier turns.
     pub fn to_chat(&self, context: &[Value]) -> Result<ChatRequest, ApiError> {
         let mut messages = Vec::new();
-        match self.field("instructions") {
-            None => {}
-            Some(Value::String(text)) => {
-                messages.push(ChatMessage::text_message(Role::System, text));
-            }
-            Some(Value::Array(items)) => {
-                let items = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| normalize_item(item.clone(), &format!("instructions[{i}]")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                messages.extend(to_messages(&items));
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "instructions",
-                    format!("`instructions` must be a string or a list of items, got {other}."),
-                ));
-            }
+        // A string, as OpenAI's contract has it (checked in `parse`).
+        if let Some(text) = self.field("instructions").and_then(Value::as_str) {
+            messages.push(ChatMessage::text_message(Role::System, text));
         }
         messages.extend(to_messages(context));
         messages.extend(to_messages(&self.input));

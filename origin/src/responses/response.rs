@@ -57,18 +57,43 @@ pub fn skeleton(id: &str, request: &ResponsesRequest, created_at: u64) -> Map<St
         "temperature": echo("temperature", json!(1.0)),
         "text": echo("text", json!({ "format": { "type": "text" } })),
         "tool_choice": echo("tool_choice", json!("auto")),
-        "tools": echo("tools", json!([])),
+        "tools": echoed_tools(request),
         "top_logprobs": echo("top_logprobs", json!(0)),
         "top_p": echo("top_p", json!(1.0)),
         "truncation": echo("truncation", json!("disabled")),
-        "usage": null,
-        "user": echo("user", Value::Null),
         "metadata": echo("metadata", json!({})),
     });
-    match object {
+    let mut object = match object {
         Value::Object(map) => map,
         _ => unreachable!("built as an object"),
+    };
+    // Optional and not nullable in OpenAI's schema: only when the client set it.
+    if let Some(user) = request.field("user") {
+        object.insert("user".into(), user.clone());
     }
+    object
+}
+
+/// The request's tools as the response echoes them: a function tool with
+/// the fields OpenAI's schema requires there (`strict` and `parameters`,
+/// `null` when the client did not say).
+fn echoed_tools(request: &ResponsesRequest) -> Value {
+    let tools = request.field("tools").and_then(Value::as_array);
+    let echoed: Vec<Value> = tools
+        .into_iter()
+        .flatten()
+        .map(|tool| {
+            let mut tool = tool.clone();
+            if let Some(fields) = tool.as_object_mut()
+                && fields.get("type").and_then(Value::as_str) == Some("function")
+            {
+                fields.entry("strict").or_insert(Value::Null);
+                fields.entry("parameters").or_insert(Value::Null);
+            }
+            tool
+        })
+        .collect();
+    Value::Array(echoed)
 }
 
 /// Usage in the Responses API's names.

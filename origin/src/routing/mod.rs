@@ -141,7 +141,9 @@ impl Deployment {
 /// provider reports usage: the prompt estimate plus its output cap (256
 /// when it sets none).
 fn budget_estimate(request: &ChatRequest) -> u32 {
-    request.estimated_prompt_tokens() + request.max_output_tokens().unwrap_or(256)
+    request
+        .estimated_prompt_tokens()
+        .saturating_add(request.max_output_tokens().unwrap_or(256))
 }
 
 /// A deployment's condition for `/ready` and the stats endpoint.
