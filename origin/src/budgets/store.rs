@@ -203,25 +203,24 @@ impl BudgetStore {
 
     /// Puts `subject` in team `id` (out of any other); a subject the origin
     /// has not seen yet is created in the free tier, as a new key's is.
+    /// One statement, no read-then-write transaction: on SQLite such a
+    /// transaction fails at once (`SQLITE_BUSY`, no waiting) when another
+    /// connection wrote between its read and its write.
     pub async fn add_member(&self, id: &str, subject: &str) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
-        let exists = sqlx::query("SELECT id FROM teams WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound("team"));
-        }
-        sqlx::query(
-            "INSERT INTO users (subject, tier, created_at_ms, team_id) VALUES ($1, 'free', $2, $3) \
+        let added = sqlx::query(
+            "INSERT INTO users (subject, tier, created_at_ms, team_id) \
+             SELECT $1, 'free', $2, id FROM teams WHERE id = $3 \
              ON CONFLICT (subject) DO UPDATE SET team_id = excluded.team_id",
         )
         .bind(subject)
         .bind(now_ms())
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .execute(&self.db)
+        .await?
+        .rows_affected();
+        if added == 0 {
+            return Err(StoreError::NotFound("team"));
+        }
         Ok(())
     }
 

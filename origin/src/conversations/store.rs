@@ -242,27 +242,30 @@ impl ConversationStore {
         Ok(conversation)
     }
 
-    /// Deletes the conversation and (by cascade) its messages.
+    /// Deletes the conversation and (by cascade) its messages. The
+    /// transaction writes first: on SQLite one that reads and then writes
+    /// fails at once (`SQLITE_BUSY`) when another connection wrote between.
     pub async fn delete(&self, subject: &str, id: &str) -> Result<(), ConversationError> {
         let mut tx = self.db.begin().await?;
         // SQLite enforces the cascade only with `foreign_keys` on, which the pool
         // sets; deleting explicitly keeps this correct without relying on it.
-        let owned = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND subject = $2")
+        sqlx::query(
+            "DELETE FROM messages WHERE conversation_id = $1 AND EXISTS \
+             (SELECT 1 FROM conversations WHERE id = $1 AND subject = $2)",
+        )
+        .bind(id)
+        .bind(subject)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM conversations WHERE id = $1 AND subject = $2")
             .bind(id)
             .bind(subject)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if owned.is_none() {
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
             return Err(ConversationError::NotFound);
         }
-        sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM conversations WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         self.cache.invalidate(subject).await;
         Ok(())
