@@ -28,10 +28,11 @@ mod issued;
 mod jwt;
 
 use exports::sluice::auth::auth::Guest;
-use sluice_core::settings::{AuthSettings, JwtSettings, OriginSettings};
+use sluice_core::settings::{AuthSettings, JwtSettings, OriginSettings, SettingsError};
 use sluice_core::{api_key, identity, route};
-use sluice_edge_shared::now_ms;
 use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier, TokenLimits};
+use sluice_edge_shared::{kept, now_ms};
+use std::sync::OnceLock;
 use wasi::config::store as config;
 
 /// Longest credential accepted; anything longer is refused before hashing.
@@ -41,9 +42,10 @@ struct Auth;
 
 impl Guest for Auth {
     fn authenticate(head: RequestHead) -> Result<Principal, Denial> {
-        let settings =
-            AuthSettings::load(setting).map_err(|e| Denial::server_error(&e.to_string()))?;
-        let who = establish(&head, &settings)?;
+        static SETTINGS: OnceLock<Result<AuthSettings, SettingsError>> = OnceLock::new();
+        let settings = kept(&SETTINGS, || AuthSettings::load(setting))
+            .map_err(|e| Denial::server_error(&e.to_string()))?;
+        let who = establish(&head, settings)?;
         if who.tier != Tier::Admin
             && route::any_matches(&settings.admin_routes, &head.method, &head.path)
         {
@@ -120,8 +122,11 @@ fn establish(head: &RequestHead, settings: &AuthSettings) -> Result<Principal, D
             token_limits: TokenLimits::default(),
         });
     }
+    static ORIGIN: OnceLock<Result<OriginSettings, SettingsError>> = OnceLock::new();
     let lookup = issued::Settings {
-        origin: OriginSettings::load(setting).map_err(|e| Denial::server_error(&e.to_string()))?,
+        origin: kept(&ORIGIN, || OriginSettings::load(setting))
+            .map_err(|e| Denial::server_error(&e.to_string()))?
+            .clone(),
         cache_seconds: settings.api_key_cache_seconds,
         negative_cache_seconds: settings.api_key_negative_cache_seconds,
     };
@@ -159,8 +164,10 @@ fn without_reserved(scopes: Vec<String>) -> Vec<String> {
 }
 
 fn from_jwt(token: &str) -> Result<Principal, Denial> {
-    let settings = JwtSettings::load(setting).map_err(|e| Denial::server_error(&e.to_string()))?;
-    let verified = jwt::verify(token, &settings, now_ms())
+    static SETTINGS: OnceLock<Result<JwtSettings, SettingsError>> = OnceLock::new();
+    let settings = kept(&SETTINGS, || JwtSettings::load(setting))
+        .map_err(|e| Denial::server_error(&e.to_string()))?;
+    let verified = jwt::verify(token, settings, now_ms())
         .map_err(|jwt::Refusal(message)| unauthorized(&message, Some("invalid_token")))?;
     let tier = match verified.tier.as_deref() {
         None => Tier::Free,

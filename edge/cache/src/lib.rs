@@ -24,9 +24,10 @@ wit_bindgen::generate!({
 use exports::sluice::cache::cache::{Guest, LookupResult};
 use sluice_core::cache_entry::{self, CacheControl, Entry, Generation, Scope};
 use sluice_core::route;
-use sluice_core::settings::CacheSettings;
-use sluice_edge_shared::now_ms;
+use sluice_core::settings::{CacheSettings, SettingsError};
 use sluice_edge_shared::types::{Principal, RequestHead, Response};
+use sluice_edge_shared::{kept, now_ms};
+use std::sync::OnceLock;
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
 
@@ -135,7 +136,9 @@ impl Guest for Cache {
         let Some(ticket) = StoreTicket::parse(&ticket) else {
             return false;
         };
-        let Ok(max_entry_bytes) = CacheSettings::max_entry_bytes(setting).map_err(log_invalid)
+        static MAX_ENTRY_BYTES: OnceLock<Result<usize, SettingsError>> = OnceLock::new();
+        let Ok(&max_entry_bytes) =
+            kept(&MAX_ENTRY_BYTES, || CacheSettings::max_entry_bytes(setting)).map_err(log_invalid)
         else {
             return false;
         };
@@ -276,8 +279,9 @@ fn setting(name: &str) -> Option<String> {
     config::get(name).ok().flatten()
 }
 
-fn settings() -> Result<CacheSettings, ()> {
-    CacheSettings::load(setting).map_err(log_invalid)
+fn settings() -> Result<&'static CacheSettings, ()> {
+    static SETTINGS: OnceLock<Result<CacheSettings, SettingsError>> = OnceLock::new();
+    kept(&SETTINGS, || CacheSettings::load(setting)).map_err(log_invalid)
 }
 
 fn log_invalid(error: sluice_core::settings::SettingsError) {

@@ -18,9 +18,10 @@
 
 use futures::{SinkExt, StreamExt};
 use sluice_core::cors::CorsSettings;
-use sluice_core::settings::{ClientIpSettings, OriginSettings, RequestLimits};
+use sluice_core::settings::{ClientIpSettings, OriginSettings, RequestLimits, SettingsError};
 use sluice_core::token_estimate::TokenScanner;
 use sluice_core::{client_ip, edge_signature, usage_report};
+use sluice_edge_shared::kept;
 use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{
     IncomingRequest, IncomingResponse, OutgoingBody, OutgoingResponse, Request, Response,
@@ -29,6 +30,7 @@ use spin_sdk::http::{
 use spin_sdk::http_component;
 use spin_sdk::wit::wasi::config::store as config;
 use std::pin::Pin;
+use std::sync::OnceLock;
 
 spin_sdk::wit_bindgen::generate!({
     world: "policies",
@@ -110,8 +112,9 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         .into_iter()
         .next()
         .and_then(|v| String::from_utf8(v).ok());
-    // Read once: `entry` answers preflights with it, every answer gets its headers.
-    let cors = CorsSettings::load(variable);
+    static CORS: OnceLock<Result<CorsSettings, SettingsError>> = OnceLock::new();
+    // `entry` answers preflights with it, every answer gets its headers.
+    let cors = kept(&CORS, || CorsSettings::load(variable));
     let reply = match entry(incoming, browser_origin.as_deref(), &cors).await {
         Ok(reply) => reply,
         Err(denial) => Reply::Whole(from_denial(denial, Vec::new())),
@@ -151,11 +154,12 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
 async fn entry(
     incoming: IncomingRequest,
     browser_origin: Option<&str>,
-    cors: &Result<CorsSettings, sluice_core::settings::SettingsError>,
+    cors: &Result<&CorsSettings, SettingsError>,
 ) -> Result<Reply, Denial> {
     let settings_error =
         |e: &sluice_core::settings::SettingsError| Denial::server_error(&e.to_string());
-    let limits = RequestLimits::load(variable).map_err(|e| settings_error(&e))?;
+    static LIMITS: OnceLock<Result<RequestLimits, SettingsError>> = OnceLock::new();
+    let limits = kept(&LIMITS, || RequestLimits::load(variable)).map_err(|e| settings_error(&e))?;
     let cors = cors.as_ref().map_err(settings_error)?;
     let preflight = incoming.method() == spin_sdk::http::Method::Options
         && !incoming
@@ -183,7 +187,7 @@ async fn entry(
             )),
         };
     }
-    let (req, rest) = read_request(incoming, &limits).await?;
+    let (req, rest) = read_request(incoming, limits).await?;
     Ok(gateway(req, rest).await)
 }
 
@@ -397,11 +401,12 @@ async fn gateway(req: Request, rest: Option<BodyRest>) -> Reply {
             Vec::new(),
         ));
     }
-    let client = match ClientIpSettings::load(|name| config::get(name).ok().flatten()) {
+    static CLIENT: OnceLock<Result<ClientIpSettings, SettingsError>> = OnceLock::new();
+    let client = match kept(&CLIENT, || ClientIpSettings::load(variable)) {
         Ok(client) => client,
         Err(e) => return from_denial(Denial::server_error(&e.to_string()), Vec::new()).into(),
     };
-    let head = request_head(&req, &client);
+    let head = request_head(&req, client);
 
     let who = match auth::authenticate(&head) {
         Ok(who) => who,
@@ -706,8 +711,8 @@ fn to_origin(
     who: &Principal,
     forwarded: Forwarded,
 ) -> Result<Request, String> {
-    let origin =
-        OriginSettings::load(|name| config::get(name).ok().flatten()).map_err(|e| e.to_string())?;
+    static ORIGIN: OnceLock<Result<OriginSettings, SettingsError>> = OnceLock::new();
+    let origin = kept(&ORIGIN, || OriginSettings::load(variable)).map_err(|e| e.to_string())?;
     let path_and_query = req.path_and_query().unwrap_or("/").to_string();
     let method = req.method().to_string();
     let signed = edge_signature::signed_headers(

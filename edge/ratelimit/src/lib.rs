@@ -33,10 +33,11 @@ use exports::sluice::rate_limit::rate_limit::{
 };
 use sluice_core::rate_policy::{self, Applied, FailMode, PolicySpec};
 use sluice_core::rate_window;
-use sluice_core::settings::{RateLimitSettings, TokenSettings};
+use sluice_core::settings::{RateLimitSettings, SettingsError, TokenSettings};
 use sluice_core::{identity, route, token_estimate};
-use sluice_edge_shared::now_ms;
 use sluice_edge_shared::types::{Denial, Principal, RequestHead, Tier};
+use sluice_edge_shared::{kept, now_ms};
+use std::sync::OnceLock;
 use wasi::config::store as config;
 use wasi::keyvalue::{atomics, store};
 
@@ -54,7 +55,7 @@ struct Check {
 impl Guest for RateLimit {
     fn check(who: Principal, head: RequestHead) -> Result<Headers, Denial> {
         let settings = load()?;
-        let checks = applicable(&who, &head, &settings);
+        let checks = applicable(&who, &head, settings);
         let charged = charge(checks, 1, settings.fail_mode, now_ms())?;
         let applied: Vec<Applied> = charged.iter().map(|(a, _)| a.clone()).collect();
         let headers = rate_policy::headers(&applied);
@@ -133,9 +134,12 @@ impl Guest for RateLimit {
     }
 }
 
-fn load() -> Result<RateLimitSettings, Denial> {
-    RateLimitSettings::load(|name| config::get(name).ok().flatten())
-        .map_err(|e| Denial::server_error(&e.to_string()))
+fn load() -> Result<&'static RateLimitSettings, Denial> {
+    static SETTINGS: OnceLock<Result<RateLimitSettings, SettingsError>> = OnceLock::new();
+    kept(&SETTINGS, || {
+        RateLimitSettings::load(|name| config::get(name).ok().flatten())
+    })
+    .map_err(|e| Denial::server_error(&e.to_string()))
 }
 
 /// The first refused policy's decision (charging stops at a refusal).

@@ -7,7 +7,20 @@ wit_bindgen::generate!({ world: "shared-types", path: "../../wit", generate_all 
 
 pub use sluice::types::types;
 
+use sluice_core::settings::SettingsError;
 use sluice_core::{errors, identity};
+use std::sync::OnceLock;
+
+/// Settings read once per instance and kept: the variables cannot change
+/// while the application runs, so an instance that serves many requests
+/// (sluice-host's reuse) parses them once, and one instantiated per request
+/// (Spin) reads them as before. Nothing of a request is ever kept this way.
+pub fn kept<T: Send + Sync + 'static>(
+    cell: &'static OnceLock<Result<T, SettingsError>>,
+    load: impl FnOnce() -> Result<T, SettingsError>,
+) -> Result<&'static T, SettingsError> {
+    cell.get_or_init(load).as_ref().map_err(Clone::clone)
+}
 use types::{Denial, Principal, Tier};
 
 impl Denial {
