@@ -38,6 +38,15 @@ pub fn register_metrics(components: &[String]) {
         metrics::counter!("sluice_host_traps_total", "component" => component.clone()).increment(0);
         metrics::counter!("sluice_host_timeouts_total", "component" => component.clone())
             .increment(0);
+        metrics::counter!("sluice_host_instantiations_total", "component" => component.clone())
+            .increment(0);
+        metrics::counter!("sluice_host_instance_reuses_total", "component" => component.clone())
+            .increment(0);
+        for cause in crate::reuse::Retired::ALL {
+            metrics::counter!("sluice_host_instances_retired_total",
+                "component" => component.clone(), "cause" => cause.label())
+            .increment(0);
+        }
     }
     for result in ["hit", "miss", "bypass"] {
         metrics::counter!("sluice_edge_cache_requests_total", "result" => result).increment(0);

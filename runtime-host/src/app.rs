@@ -1,16 +1,19 @@
 //! Turns a manifest into something that serves: variables resolved, components
 //! composed and compiled, pre-instantiated, and routes ordered.
 
+use crate::compile_cache::CompileCache;
 use crate::compose::{self, DependencySpec};
 use crate::host_services;
 use crate::kv::{KvStore, MemoryStore, RedisStore, Stores};
 use crate::manifest::{self, Loaded, Route};
 use crate::outbound::{AllowedHost, OutboundPolicy};
 use crate::outbound_http::OutboundClient;
+use crate::reuse::{InstancePool, ReusePolicy};
 use crate::runtime_config::{KeyValueStore, RuntimeConfig};
 use crate::state::{ComponentConfig, HostState};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -29,6 +32,8 @@ pub struct Limits {
     /// at once; past it a new one traps, so a guest cannot grow the host's
     /// table without bound (wasmtime's own default is a million).
     pub max_resources: usize,
+    /// How long an instance lives (`crate::reuse`).
+    pub reuse: ReusePolicy,
 }
 
 pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -36,6 +41,8 @@ pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10)
 pub struct ServedComponent {
     pub config: Arc<ComponentConfig>,
     pub pre: ProxyPre<HostState>,
+    /// Its instances kept for the next request (`crate::reuse`).
+    pub instances: InstancePool,
 }
 
 /// A route and the component that serves it; `prefix` routes end in `/...`.
@@ -53,6 +60,8 @@ pub struct App {
     /// Outbound HTTP for every component: one connection pool.
     pub outbound: OutboundClient,
     pub limits: Limits,
+    /// The compilation cache, when on (its hits and misses).
+    pub compile_cache: Option<CompileCache>,
 }
 
 impl App {
@@ -141,8 +150,17 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     Ok(linker)
 }
 
-pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'_>) -> Result<App> {
+/// Loads the application; `cache_dir` keeps compiled components across
+/// starts (`crate::compile_cache`), `None` compiles every start.
+pub fn load(
+    loaded: &Loaded,
+    runtime: &RuntimeConfig,
+    limits: Limits,
+    cache_dir: Option<&Path>,
+    env: Env<'_>,
+) -> Result<App> {
     let variables = resolve_variables(loaded, env)?;
+    let compile_cache = cache_dir.map(CompileCache::open).transpose()?;
     let engine = engine(&limits)?;
     let linker = linker(&engine)?;
     let mut labels: BTreeSet<String> = runtime.key_value_store.keys().cloned().collect();
@@ -164,9 +182,12 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
             }
         }
         let config = component_config(loaded, &id, spec, &variables)?;
-        let pre = prepare(loaded, &id, spec, &engine, &linker)?;
+        let compiled = compile(loaded, &id, spec, &engine, compile_cache.as_ref())?;
+        let pre = link(&id, &compiled, &linker)?;
+        let instances = InstancePool::new(&id, limits.reuse);
         index_of.insert(id, components.len());
         components.push(ServedComponent {
+            instances,
             config: Arc::new(config),
             pre,
         });
@@ -178,6 +199,7 @@ pub fn load(loaded: &Loaded, runtime: &RuntimeConfig, limits: Limits, env: Env<'
         stores: open_stores(runtime, labels, limits.kv_memory_max_bytes)?,
         outbound: OutboundClient::new(),
         limits,
+        compile_cache,
     })
 }
 
@@ -225,13 +247,33 @@ fn component_config(
 
 /// The component's bytes, composed with its dependencies as Spin composes
 /// them, compiled and pre-instantiated.
-fn prepare(
+/// Compiles every component the triggers serve into the cache in
+/// `cache_dir` (for a container image: the next start loads them). Needs no
+/// variables or stores: only the components and the limits, which shape the
+/// engine's code as they do at `up`.
+pub fn precompile(loaded: &Loaded, limits: &Limits, cache_dir: &Path) -> Result<CompileCache> {
+    let cache = CompileCache::open(cache_dir)?;
+    let engine = engine(limits)?;
+    let mut done = BTreeSet::new();
+    for trigger in &loaded.manifest.trigger.http {
+        let id = trigger.component.get_ref();
+        if done.insert(id.clone()) {
+            let spec = &loaded.manifest.component[id];
+            compile(loaded, id, spec, &engine, Some(&cache))?;
+        }
+    }
+    Ok(cache)
+}
+
+/// A component composed with its dependencies and compiled (or loaded from
+/// the cache).
+fn compile(
     loaded: &Loaded,
     id: &str,
     spec: &manifest::Component,
     engine: &Engine,
-    linker: &Linker<HostState>,
-) -> Result<ProxyPre<HostState>> {
+    cache: Option<&CompileCache>,
+) -> Result<Component> {
     let base = loaded.base_dir();
     let source = base.join(spec.source.get_ref());
     let main = std::fs::read(&source)
@@ -251,11 +293,16 @@ fn prepare(
         compose::compose(id, &main, &deps, spec.dependencies_inherit_configuration)
             .with_context(|| format!("composing component `{id}`"))?
     };
-    let compiled = Component::new(engine, &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("compiling component `{id}`"))?;
+    match cache {
+        Some(cache) => cache.component(engine, &bytes).map_err(anyhow::Error::from),
+        None => Component::new(engine, &bytes).map_err(anyhow::Error::from),
+    }
+    .with_context(|| format!("compiling component `{id}`"))
+}
+
+fn link(id: &str, compiled: &Component, linker: &Linker<HostState>) -> Result<ProxyPre<HostState>> {
     let instance_pre = linker
-        .instantiate_pre(&compiled)
+        .instantiate_pre(compiled)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("linking component `{id}`"))?;
     ProxyPre::new(instance_pre)

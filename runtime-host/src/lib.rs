@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod compile_cache;
 pub mod compose;
 pub mod draining_body;
 pub mod host_services;
@@ -10,6 +11,7 @@ pub mod kv;
 pub mod manifest;
 pub mod outbound;
 pub mod outbound_http;
+pub mod reuse;
 pub mod runtime_config;
 pub mod server;
 pub mod state;

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use sluice_host::admin::AdminState;
 use sluice_host::app::{self, Limits};
 use sluice_host::manifest::Loaded;
+use sluice_host::reuse::ReusePolicy;
 use sluice_host::runtime_config::RuntimeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ enum Command {
     Up(UpArgs),
     /// Check the manifest and runtime config, compose and compile, then exit.
     Check(AppArgs),
+    /// Compose and compile every component into the compilation cache, so the
+    /// next start (a container's, say) loads them instead of compiling.
+    Compile(AppArgs),
 }
 
 #[derive(clap::Args)]
@@ -52,6 +56,40 @@ struct AppArgs {
     /// Host resources (streams, header fields, pollables) one request may hold at once.
     #[arg(long, default_value_t = 10_000)]
     max_resources: usize,
+    /// Requests one instance serves before it is dropped: above 1, an
+    /// instance that finished a request cleanly serves the next (named as in
+    /// `wasmtime serve`); 1 instantiates for every request, as Spin serves
+    /// WASI 0.2.
+    #[arg(long, default_value_t = 128, env = "SLUICE_HOST_MAX_INSTANCE_REUSE_COUNT",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    max_instance_reuse_count: u32,
+    /// How long an instance may wait for its next request (`500ms`, `1s`, `2m`).
+    #[arg(long, default_value = "1s", env = "SLUICE_HOST_IDLE_INSTANCE_TIMEOUT",
+        value_parser = parse_duration)]
+    idle_instance_timeout: Duration,
+    /// Where compiled components are kept across starts (default:
+    /// `$XDG_CACHE_HOME/sluice-host`, else `~/.cache/sluice-host`). Keep it
+    /// writable by this user only: what is in it is loaded as machine code.
+    #[arg(long, env = "SLUICE_HOST_COMPILE_CACHE")]
+    compile_cache: Option<PathBuf>,
+    /// Compile every component at every start (wins over --compile-cache).
+    #[arg(long)]
+    no_compile_cache: bool,
+}
+
+impl AppArgs {
+    /// The compilation cache's directory, unless it is off.
+    fn compile_cache(&self) -> Option<PathBuf> {
+        if self.no_compile_cache {
+            return None;
+        }
+        self.compile_cache.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("sluice-host"))
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -82,20 +120,40 @@ fn main() {
     }
 }
 
+fn limits(args: &AppArgs) -> Limits {
+    Limits {
+        max_concurrent_requests: args.max_concurrent_requests,
+        max_memory_bytes: args.max_memory_mib << 20,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        kv_memory_max_bytes: args.kv_memory_mib << 20,
+        max_resources: args.max_resources,
+        reuse: ReusePolicy {
+            max_uses: args.max_instance_reuse_count,
+            idle_timeout: args.idle_instance_timeout,
+        },
+    }
+}
+
 fn load(args: &AppArgs) -> Result<app::App> {
     let loaded = Loaded::read(&args.manifest)?;
     let runtime = match &args.runtime_config {
         Some(path) => RuntimeConfig::read(path)?,
         None => RuntimeConfig::default(),
     };
-    let limits = Limits {
-        max_concurrent_requests: args.max_concurrent_requests,
-        max_memory_bytes: args.max_memory_mib << 20,
-        request_timeout: Duration::from_secs(args.request_timeout_secs),
-        kv_memory_max_bytes: args.kv_memory_mib << 20,
-        max_resources: args.max_resources,
-    };
-    app::load(&loaded, &runtime, limits, &|name| std::env::var(name).ok())
+    let cache = args.compile_cache();
+    let loading = std::time::Instant::now();
+    let app = app::load(&loaded, &runtime, limits(args), cache.as_deref(), &|name| {
+        std::env::var(name).ok()
+    })?;
+    let (hits, misses) = app
+        .compile_cache
+        .as_ref()
+        .map_or((0, 0), |c| (c.hits(), c.misses()));
+    tracing::info!(event = "components_loaded", components = app.components.len(),
+        compile_cache = %cache.as_deref().map_or("off".into(), |p| p.display().to_string()),
+        cache_hits = hits, cache_misses = misses,
+        elapsed_ms = loading.elapsed().as_millis() as u64, "components composed, compiled and linked");
+    Ok(app)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -111,6 +169,21 @@ fn run(cli: Cli) -> Result<()> {
                 "ok: {} component(s), {} route(s)",
                 app.components.len(),
                 app.routes.len()
+            );
+            Ok(())
+        }
+        Command::Compile(args) => {
+            let Some(dir) = args.compile_cache() else {
+                anyhow::bail!("there is no compilation cache to fill: give --compile-cache");
+            };
+            let loaded = Loaded::read(&args.manifest)?;
+            let cache = app::precompile(&loaded, &limits(&args), &dir)?;
+            println!(
+                "{} component(s) in {} ({} compiled, {} already there)",
+                cache.hits() + cache.misses(),
+                cache.dir().display(),
+                cache.misses(),
+                cache.hits()
             );
             Ok(())
         }
@@ -131,6 +204,12 @@ fn run(cli: Cli) -> Result<()> {
                 sluice_host::admin::register_metrics(
                     &app.components.iter().map(|c| c.config.id.clone()).collect::<Vec<_>>(),
                 );
+                if let Some(cache) = &app.compile_cache {
+                    metrics::counter!("sluice_host_compile_cache_hits_total")
+                        .absolute(cache.hits());
+                    metrics::counter!("sluice_host_compile_cache_misses_total")
+                        .absolute(cache.misses());
+                }
                 let admin_state = Arc::new(AdminState {
                     stores: app.stores.clone(),
                     components: app.components.len(),
@@ -156,6 +235,26 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `500ms`, `1s`, `2m` or plain seconds. (Three units: not worth a crate.)
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -178,4 +277,22 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_spin_and_wasmtime_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "1h", "-1s", "1 sec", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

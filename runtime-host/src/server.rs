@@ -1,6 +1,7 @@
 //! HTTP front: one fresh `Store` per request from the pre-instantiated component.
 
 use crate::app::{App, EPOCH_TICK, ServedComponent};
+use crate::reuse::{Retired, Warm};
 use crate::state::HostState;
 use anyhow::Result;
 use bytes::Bytes;
@@ -16,8 +17,8 @@ use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
@@ -84,17 +85,28 @@ fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
 }
 
 impl Server {
-    async fn handle(&self, req: hyper::Request<Incoming>, client: SocketAddr) -> Response {
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let Some((route, component)) = self.app.route(&path) else {
             return plain(404, "no route matches");
         };
-        let Ok(_slot) = self.slots.acquire().await else {
+        let Ok(slot) = self.slots.acquire().await else {
             return plain(503, "host is shutting down");
         };
-        let mut store = self.new_store(component);
+        // An instance that served earlier requests cleanly, else a new store.
+        let warm = component.instances.take();
+        let (mut store, reused) = match warm {
+            Some(warm) => (warm.store, Some((warm.proxy, warm.served))),
+            None => (self.new_store(component), None),
+        };
+        store.data_mut().begin_request();
+        store.set_epoch_deadline(self.deadline_ticks());
         let req = with_spin_headers(req, client, &route.path, route.prefix)
             .map(crate::draining_body::DrainingBody::new);
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -114,15 +126,27 @@ impl Server {
             }
         };
         let id = component.config.id.clone();
-        let guest = tokio::spawn(run_guest(
+        let (delivered_tx, delivered) = tokio::sync::oneshot::channel();
+        let guest = tokio::spawn(run_guest(Guest {
             store,
-            component.pre.clone(),
+            reused,
+            pre: component.pre.clone(),
             incoming,
             out,
-            self.app.limits.request_timeout,
-        ));
+            timeout: self.app.limits.request_timeout,
+            delivered,
+            server: Arc::clone(&self),
+            component: route.component,
+        }));
+        drop(slot);
         let response = match receiver.await {
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => response.map(|body| {
+                DeliveredBody {
+                    inner: body,
+                    delivered: Some(delivered_tx),
+                }
+                .boxed_unsync()
+            }),
             Ok(Err(code)) => {
                 tracing::warn!(component = %id, error = ?code, "component answered with an error");
                 plain(500, "component error")
@@ -143,6 +167,11 @@ impl Server {
         response
     }
 
+    fn deadline_ticks(&self) -> u64 {
+        let timeout = self.app.limits.request_timeout;
+        (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
     /// A fresh store for one request, with the host's limits applied.
     fn new_store(&self, component: &ServedComponent) -> Store<HostState> {
         let limits = &self.app.limits;
@@ -157,30 +186,111 @@ impl Server {
             ),
         );
         store.limiter(|s| &mut s.limits);
-        let ticks = (limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
     }
 }
 
-/// Instantiates the component and runs its handler. It runs in its own task
-/// so it can keep streaming the body after the response head is sent; the
-/// timeout bounds the whole run. The guest's own figures are recorded here,
-/// whenever it ends.
-async fn run_guest(
-    mut store: Store<HostState>,
+/// How a response's body ended: read to its end by the client, or not.
+type Delivered = tokio::sync::oneshot::Receiver<bool>;
+
+/// The response body as the client gets it, saying when it ends whether the
+/// client read it all (an instance is reused only then).
+struct DeliveredBody {
+    inner: HyperOutgoingBody,
+    delivered: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// One request's run of a component: its store (and the instance it reuses),
+/// what it answers, and where the instance goes afterwards.
+struct Guest {
+    store: Store<HostState>,
+    /// The reused instance and the requests it has served.
+    reused: Option<(Proxy, u32)>,
     pre: ProxyPre<HostState>,
     incoming: Resource<HostIncomingRequest>,
     out: Resource<HostResponseOutparam>,
     timeout: std::time::Duration,
-) -> wasmtime::Result<()> {
-    let id = store.data().component.id.clone();
+    delivered: Delivered,
+    server: Arc<Server>,
+    /// Its index in the app's components.
+    component: usize,
+}
+
+impl http_body::Body for DeliveredBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.settle(true),
+            std::task::Poll::Ready(Some(Err(_))) => self.settle(false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl DeliveredBody {
+    fn settle(&mut self, whole: bool) {
+        if let Some(delivered) = self.delivered.take() {
+            let _ = delivered.send(whole);
+        }
+    }
+}
+
+impl Drop for DeliveredBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away.
+        self.settle(false);
+    }
+}
+
+/// Runs the component's handler on the request, on a reused instance or a
+/// new one. It runs in its own task so it can keep streaming the body after
+/// the response head is sent; the timeout bounds the whole run. Afterwards
+/// the instance is kept for the next request if everything went cleanly
+/// (`crate::reuse`), else retired with the cause.
+async fn run_guest(guest: Guest) -> wasmtime::Result<()> {
+    let Guest {
+        mut store,
+        reused,
+        pre,
+        incoming,
+        out,
+        timeout,
+        delivered,
+        server,
+        component,
+    } = guest;
+    let served = &server.app.components[component];
+    let id = served.config.id.clone();
+    let deadline = Instant::now() + timeout;
     let run = async {
-        let instantiating = Instant::now();
-        let proxy = pre.instantiate_async(&mut store).await?;
-        metrics::histogram!("sluice_host_instantiation_duration_seconds", "component" => id.clone())
-            .record(instantiating.elapsed().as_secs_f64());
+        let (proxy, uses) = match reused {
+            Some(reused) => reused,
+            None => {
+                let instantiating = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics::histogram!("sluice_host_instantiation_duration_seconds", "component" => id.clone())
+                    .record(instantiating.elapsed().as_secs_f64());
+                metrics::counter!("sluice_host_instantiations_total", "component" => id.clone())
+                    .increment(1);
+                (proxy, 0)
+            }
+        };
         let executing = Instant::now();
         let handled = proxy
             .wasi_http_incoming_handler()
@@ -188,24 +298,47 @@ async fn run_guest(
             .await;
         metrics::histogram!("sluice_host_execution_duration_seconds", "component" => id.clone())
             .record(executing.elapsed().as_secs_f64());
-        handled
+        handled.map(|()| (proxy, uses + 1))
     };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            // The epoch deadline traps with `Interrupt`: a timeout too.
-            let counter = match e.downcast_ref::<wasmtime::Trap>() {
-                Some(wasmtime::Trap::Interrupt) => "sluice_host_timeouts_total",
-                _ => "sluice_host_traps_total",
-            };
-            metrics::counter!(counter, "component" => id).increment(1);
-            Err(e)
-        }
+    let outcome = match tokio::time::timeout(timeout, run).await {
+        Ok(outcome) => outcome,
         Err(_) => {
-            metrics::counter!("sluice_host_timeouts_total", "component" => id).increment(1);
-            Err(wasmtime::format_err!("request exceeded {timeout:?}"))
+            metrics::counter!("sluice_host_timeouts_total", "component" => id.clone()).increment(1);
+            crate::reuse::retire(&id, Retired::Timeout);
+            return Err(wasmtime::format_err!("request exceeded {timeout:?}"));
         }
+    };
+    let (proxy, uses) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            // The epoch deadline traps with `Interrupt`: a timeout too.
+            let (counter, why) = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => ("sluice_host_timeouts_total", Retired::Timeout),
+                _ => ("sluice_host_traps_total", Retired::Trap),
+            };
+            metrics::counter!(counter, "component" => id.clone()).increment(1);
+            crate::reuse::retire(&id, why);
+            return Err(e);
+        }
+    };
+    // Kept only once the client has the whole answer, within the deadline.
+    let whole = tokio::time::timeout_at(deadline.into(), delivered)
+        .await
+        .is_ok_and(|d| d.unwrap_or(false));
+    let why = if !whole {
+        Some(Retired::Abandoned)
+    } else if store.data().limits.refused {
+        Some(Retired::LimitHit)
+    } else if store.data_mut().holds_request_resources() {
+        Some(Retired::Leaked)
+    } else {
+        None
+    };
+    match why {
+        Some(why) => crate::reuse::retire(&id, why),
+        None => served.instances.give_back(Warm::new(store, proxy, uses)),
     }
+    Ok(())
 }
 
 /// Request metrics, and the edge policies' decisions as the gateway reports

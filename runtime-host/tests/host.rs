@@ -37,23 +37,29 @@ fn limits(timeout: Duration, memory_mib: usize) -> Limits {
         request_timeout: timeout,
         kv_memory_max_bytes: 16 << 20,
         max_resources: 10_000,
+        reuse: sluice_host::reuse::ReusePolicy::NEVER,
     }
 }
 
 /// Writes a manifest serving the probe under `/...` and loads it.
 fn probe_app(allowed: &[String], limits: Limits) -> App {
+    probe_app_named("probe", allowed, limits)
+}
+
+/// The probe under the component id `id` (its metrics' label).
+fn probe_app_named(id: &str, allowed: &[String], limits: Limits) -> App {
     let dir = tempfile::tempdir().unwrap();
     let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
     let text = format!(
-        "spin_manifest_version = 2\n[application]\nname = \"probe\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"probe\"\n\
-         [component.probe]\nsource = \"{}\"\nallowed_outbound_hosts = [{}]\n",
+        "spin_manifest_version = 2\n[application]\nname = \"probe\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"{id}\"\n\
+         [component.{id}]\nsource = \"{}\"\nallowed_outbound_hosts = [{}]\n",
         wasm("probe").display(),
         allowed.join(", ")
     );
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, text).unwrap();
     let loaded = Loaded::read(&path).unwrap();
-    app::load(&loaded, &RuntimeConfig::default(), limits, &|_| None).unwrap()
+    app::load(&loaded, &RuntimeConfig::default(), limits, None, &|_| None).unwrap()
 }
 
 /// Serves `app` on an ephemeral port until the test ends.
@@ -161,6 +167,7 @@ async fn the_edge_manifest_composes_and_links() {
         &loaded,
         &RuntimeConfig::default(),
         limits(Duration::from_secs(5), 64),
+        None,
         &|_| None,
     )
     .err();
@@ -174,6 +181,7 @@ async fn the_edge_manifest_composes_and_links() {
         &loaded,
         &RuntimeConfig::default(),
         limits(Duration::from_secs(5), 64),
+        None,
         &env,
     )
     .unwrap();
@@ -268,6 +276,7 @@ fn gateway_with_dependencies(dependencies: &str) -> Result<App, String> {
         &loaded,
         &RuntimeConfig::default(),
         limits(Duration::from_secs(5), 64),
+        None,
         &env,
     )
     .map_err(|e| format!("{e:#}"))
@@ -362,4 +371,207 @@ fn spin_rule_component_ids_are_kebab_case() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("kebab-case"), "{err}");
+}
+
+/// The edge manifest loaded with a compilation cache in `dir`.
+fn edge_app_cached(dir: &std::path::Path) -> App {
+    let loaded = Loaded::read(&repo().join("spin.toml")).unwrap();
+    let env = |name: &str| (name == "SPIN_VARIABLE_EDGE_SECRET").then(|| "s".repeat(32));
+    app::load(
+        &loaded,
+        &RuntimeConfig::default(),
+        limits(Duration::from_secs(5), 64),
+        Some(dir),
+        &env,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_start_loads_compiled_components_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = |app: &App| {
+        let cache = app.compile_cache.as_ref().unwrap();
+        (cache.hits(), cache.misses())
+    };
+    let first = edge_app_cached(dir.path());
+    assert_eq!(counts(&first), (0, 1), "compiled once");
+    let entries = || {
+        walk(dir.path())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries().len(), 1, "one entry written");
+    let second = edge_app_cached(dir.path());
+    assert_eq!(counts(&second), (1, 0), "loaded, not compiled");
+    serves_health(second).await;
+    // One flipped bit in the artefact: compiled again rather than loaded,
+    // and the entry replaced by a sound one.
+    let entry = entries().remove(0);
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&entry, &bytes).unwrap();
+    let third = edge_app_cached(dir.path());
+    assert_eq!(counts(&third), (0, 1), "a damaged entry is compiled again");
+    let fourth = edge_app_cached(dir.path());
+    assert_eq!(counts(&fourth), (1, 0), "and replaced");
+    // An entry of another engine under this one's name (a cache shared with
+    // another wasmtime, or a file copied in): refused by wasmtime, compiled again.
+    let other = wasmtime::Engine::new(wasmtime::Config::new().wasm_component_model(true)).unwrap();
+    let foreign = other
+        .precompile_component(&std::fs::read(repo().join("target/wasm/probe.wasm")).unwrap())
+        .unwrap();
+    let mut forged = b"sluice-host compiled component v1\n".to_vec();
+    forged.extend_from_slice(&sha256(&foreign));
+    forged.extend_from_slice(&foreign);
+    std::fs::write(&entry, &forged).unwrap();
+    let fifth = edge_app_cached(dir.path());
+    assert_eq!(counts(&fifth), (0, 1), "a foreign entry is compiled again");
+    serves_health(fifth).await;
+    drop((first, third, fourth));
+}
+
+/// The app answers `/health` (it loaded a working gateway).
+async fn serves_health(app: App) {
+    let addr = serve(app).await;
+    let response = reqwest::get(format!("{addr}/health")).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The probe served with instances reused up to `max_uses` requests.
+async fn serve_reusing(max_uses: u32, idle: Duration, timeout: Duration) -> String {
+    serve_reusing_as("probe", max_uses, idle, timeout).await
+}
+
+async fn serve_reusing_as(id: &str, max_uses: u32, idle: Duration, timeout: Duration) -> String {
+    let mut limits = limits(timeout, 64);
+    limits.reuse = sluice_host::reuse::ReusePolicy {
+        max_uses,
+        idle_timeout: idle,
+    };
+    serve(probe_app_named(id, &[], limits)).await
+}
+
+/// A counter of the process's metrics (as the admin listener renders them)
+/// for component `id`, with `cause` when given; 0 when never recorded.
+fn host_counter(name: &str, id: &str, cause: Option<&str>) -> u64 {
+    let page = sluice_telemetry::prometheus().render();
+    let component = format!("component=\"{id}\"");
+    let cause = cause.map(|c| format!("cause=\"{c}\""));
+    page.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| line.contains(&component))
+        .filter(|line| cause.as_ref().is_none_or(|c| line.contains(c.as_str())))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// How many requests the instance that served this one has served.
+async fn count(base: &str) -> u32 {
+    // An instance goes back to the pool once its handler has returned, which
+    // can be just after its client has the whole answer: give it the time.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, text) = get(&format!("{base}/count")).await;
+    assert_eq!(status, 200, "{text}");
+    text.trim_start_matches("served ").parse().unwrap()
+}
+
+/// An instance is kept only after a request that ended cleanly.
+async fn after(base: &str, path: &str) -> u32 {
+    let _ = reqwest::get(format!("{base}{path}")).await;
+    // The instance is settled once its answer has been delivered.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    count(base).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_serves_consecutive_requests_up_to_its_share() {
+    let base = serve_reusing(3, Duration::from_secs(30), Duration::from_secs(5)).await;
+    let mut counts = Vec::new();
+    for _ in 0..7 {
+        counts.push(count(&base).await);
+    }
+    assert_eq!(
+        counts,
+        [1, 2, 3, 1, 2, 3, 1],
+        "three requests, then a new instance"
+    );
+    // Reuse off: every request on a new instance, as Spin serves WASI 0.2.
+    let base = serve_reusing(1, Duration::from_secs(30), Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        assert_eq!(count(&base).await, 1);
+    }
+    // An instance idle past its timeout is dropped.
+    // (A second, so a busy machine does not retire it between the first two.)
+    let base = serve_reusing(100, Duration::from_secs(1), Duration::from_secs(5)).await;
+    assert_eq!(count(&base).await, 1);
+    assert_eq!(count(&base).await, 2);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(count(&base).await, 1, "idle too long");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_is_never_reused_after_a_request_that_did_not_end_cleanly() {
+    // Its own component id: the metrics below are this test's alone.
+    let id = "probe-isolation";
+    sluice_telemetry::prometheus();
+    let base = serve_reusing_as(id, 100, Duration::from_secs(30), Duration::from_millis(500)).await;
+    let retired =
+        |cause: &str| host_counter("sluice_host_instances_retired_total", id, Some(cause));
+    assert_eq!(count(&base).await, 1);
+    assert_eq!(count(&base).await, 2, "reused");
+    assert_eq!(after(&base, "/trap").await, 1, "after a trap");
+    assert_eq!(retired("trap"), 1);
+    assert_eq!(count(&base).await, 2);
+    assert_eq!(after(&base, "/loop").await, 1, "after a timeout");
+    assert_eq!(retired("timeout"), 1);
+    assert_eq!(count(&base).await, 2);
+    assert_eq!(
+        after(&base, "/try-alloc").await,
+        1,
+        "after the memory limit refused a grow"
+    );
+    assert_eq!(retired("limit"), 1);
+    assert_eq!(count(&base).await, 2);
+    assert_eq!(
+        after(&base, "/resources").await,
+        1,
+        "after the resource cap"
+    );
+    assert_eq!(count(&base).await, 2);
+    // A client that leaves in the middle of a stream.
+    let response = reqwest::get(format!("{base}/stream")).await.unwrap();
+    let mut body = response.bytes_stream();
+    use futures::StreamExt as _;
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"chunk 0"), "{first:?}");
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&base).await, 1, "after a stream its client left");
+    assert_eq!(retired("abandoned"), 1);
+    assert_eq!(count(&base).await, 2);
+    // Every instance was counted: one per fresh start above, the rest reused.
+    let instantiated = host_counter("sluice_host_instantiations_total", id, None);
+    let reused = host_counter("sluice_host_instance_reuses_total", id, None);
+    assert_eq!(instantiated, 6, "the first, then one after each retirement");
+    assert_eq!(instantiated + reused, 17, "every request counted once");
 }

@@ -4,6 +4,12 @@
 //!
 //! Needs `cargo xtask edge` (the test command runs it) and, for the Redis
 //! cases, Redis on 127.0.0.1:6379 (the test command starts it when down).
+//!
+//! The suite runs twice in the test command: with every call on a fresh
+//! instance (as Spin serves WASI 0.2) and with `SLUICE_HOST_MAX_INSTANCE_REUSE_COUNT`
+//! above 1, where a call is served by an instance an earlier call of the same
+//! test left behind (as sluice-host reuses them), so a component that kept one
+//! request's data for the next fails the same assertions.
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -15,8 +21,8 @@ use sluice_host::outbound::{AllowedHost, OutboundPolicy};
 use sluice_host::state::{ComponentConfig, HostState};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use wasmtime::component::Component;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{Component, Instance};
 use wasmtime::{Config, Engine, Store};
 
 mod rate_limit_world {
@@ -74,6 +80,43 @@ struct Policy {
     linker: wasmtime::component::Linker<HostState>,
     config: Arc<ComponentConfig>,
     stores: Stores,
+    /// Instances that served a call, with how many, when reuse is on.
+    idle: Mutex<Vec<(Store<HostState>, Instance, u32)>>,
+}
+
+/// Calls one instance serves, from the host's own variable (1: a fresh
+/// instance for every call).
+fn reuse_count() -> u32 {
+    std::env::var("SLUICE_HOST_MAX_INSTANCE_REUSE_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// An instance of a policy for one call; `done` hands it back for the next
+/// call when reuse is on (a call that failed never hands it back).
+struct Lease<'a> {
+    policy: &'a Policy,
+    store: Store<HostState>,
+    instance: Instance,
+    served: u32,
+}
+
+impl Lease<'_> {
+    fn done(mut self) {
+        self.served += 1;
+        if self.served < reuse_count() {
+            assert!(
+                !self.store.data_mut().holds_request_resources(),
+                "a call left host resources open"
+            );
+            self.policy
+                .idle
+                .lock()
+                .unwrap()
+                .push((self.store, self.instance, self.served));
+        }
+    }
 }
 
 impl Policy {
@@ -110,6 +153,33 @@ impl Policy {
                 ),
             }),
             stores,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A reused instance (its host state begun afresh) or a new one.
+    async fn lease(&self) -> Lease<'_> {
+        let reused = self.idle.lock().unwrap().pop();
+        if let Some((mut store, instance, served)) = reused {
+            store.data_mut().begin_request();
+            return Lease {
+                policy: self,
+                store,
+                instance,
+                served,
+            };
+        }
+        let mut store = self.store();
+        let instance = self
+            .linker
+            .instantiate_async(&mut store, &self.component)
+            .await
+            .unwrap();
+        Lease {
+            policy: self,
+            store,
+            instance,
+            served: 0,
         }
     }
 
@@ -205,22 +275,25 @@ mod rate_limit {
             output_tokens: read.output_tokens,
             choices: read.choices,
         };
-        let (mut store, instance) = instantiate(policy).await;
-        instance
+        let (mut lease, instance) = instantiate(policy).await;
+        let outcome = instance
             .sluice_rate_limit_rate_limit()
-            .call_admit_tokens(&mut store, who, head, request)
+            .call_admit_tokens(&mut lease.store, who, head, request)
             .await
             .unwrap()
-            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))
+            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()));
+        lease.done();
+        outcome
     }
 
     pub async fn settle_tokens(policy: &Policy, charge: &TokenCharge, used: u64) {
-        let (mut store, instance) = instantiate(policy).await;
+        let (mut lease, instance) = instantiate(policy).await;
         instance
             .sluice_rate_limit_rate_limit()
-            .call_settle_tokens(&mut store, charge, used)
+            .call_settle_tokens(&mut lease.store, charge, used)
             .await
             .unwrap();
+        lease.done();
     }
 
     pub fn head(method: &str, path: &str, ip: Option<&str>) -> RequestHead {
@@ -235,24 +308,23 @@ mod rate_limit {
 
     pub type Outcome = Result<Vec<(String, String)>, (u16, Vec<(String, String)>, String)>;
 
-    /// A fresh store and instance of the policy, as the host makes per request.
-    async fn instantiate(policy: &Policy) -> (Store<HostState>, RateLimitPolicy) {
-        let mut store = policy.store();
-        let instance =
-            RateLimitPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-                .await
-                .unwrap();
-        (store, instance)
+    /// An instance of the policy as the host serves a request with.
+    async fn instantiate(policy: &Policy) -> (Lease<'_>, RateLimitPolicy) {
+        let mut lease = policy.lease().await;
+        let bindings = RateLimitPolicy::new(&mut lease.store, &lease.instance).unwrap();
+        (lease, bindings)
     }
 
     pub async fn check(policy: &Policy, who: &Principal, head: &RequestHead) -> Outcome {
-        let (mut store, instance) = instantiate(policy).await;
-        instance
+        let (mut lease, instance) = instantiate(policy).await;
+        let outcome = instance
             .sluice_rate_limit_rate_limit()
-            .call_check(&mut store, who, head)
+            .call_check(&mut lease.store, who, head)
             .await
             .unwrap()
-            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))
+            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()));
+        lease.done();
+        outcome
     }
 
     /// Sends `requests` concurrent requests of one free-tier subject,
@@ -609,18 +681,16 @@ mod cache {
         body: &str,
         answer: Response,
     ) -> Seen {
-        let mut store = policy.store();
-        let instance =
-            CachePolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-                .await
-                .unwrap();
+        let mut lease = policy.lease().await;
+        let instance = CachePolicy::new(&mut lease.store, &lease.instance).unwrap();
         let cache = instance.sluice_cache_cache();
         let (ticket, seen) = match cache
-            .call_find(&mut store, who, head, body.as_bytes())
+            .call_find(&mut lease.store, who, head, body.as_bytes())
             .await
             .unwrap()
         {
             LookupResult::Hit((response, _age)) => {
+                lease.done();
                 return Seen::Hit(String::from_utf8(response.body).unwrap());
             }
             LookupResult::Miss(ticket) => (Some(ticket), Seen::Miss),
@@ -628,25 +698,24 @@ mod cache {
         };
         if let Some(ticket) = ticket {
             cache
-                .call_offer(&mut store, &ticket, &answer)
+                .call_offer(&mut lease.store, &ticket, &answer)
                 .await
                 .unwrap();
         }
+        lease.done();
         seen
     }
 
     pub async fn purge(policy: &Policy, subject: Option<&str>) {
-        let mut store = policy.store();
-        let instance =
-            CachePolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-                .await
-                .unwrap();
+        let mut lease = policy.lease().await;
+        let instance = CachePolicy::new(&mut lease.store, &lease.instance).unwrap();
         instance
             .sluice_cache_cache()
-            .call_purge(&mut store, subject)
+            .call_purge(&mut lease.store, subject)
             .await
             .unwrap()
             .unwrap();
+        lease.done();
     }
 
     pub const VARS: &[(&str, &str)] = &[
@@ -922,16 +991,16 @@ mod auth {
         policy: &Policy,
         head: &RequestHead,
     ) -> Result<Principal, (u16, Vec<(String, String)>, String)> {
-        let mut store = policy.store();
-        let instance = AuthPolicy::instantiate_async(&mut store, &policy.component, &policy.linker)
-            .await
-            .unwrap();
-        instance
+        let mut lease = policy.lease().await;
+        let instance = AuthPolicy::new(&mut lease.store, &lease.instance).unwrap();
+        let outcome = instance
             .sluice_auth_auth()
-            .call_authenticate(&mut store, head)
+            .call_authenticate(&mut lease.store, head)
             .await
             .unwrap()
-            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()))
+            .map_err(|d| (d.status, d.headers, String::from_utf8(d.body).unwrap()));
+        lease.done();
+        outcome
     }
 
     pub fn head(method: &str, path: &str, authorization: Option<&str>) -> RequestHead {
