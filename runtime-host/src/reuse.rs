@@ -124,10 +124,6 @@ impl InstancePool {
         }
     }
 
-    pub fn policy(&self) -> ReusePolicy {
-        self.policy
-    }
-
     /// The most recently used idle instance (its memory is the warmest),
     /// dropping those idle too long.
     pub fn take(&self) -> Option<Warm> {
@@ -153,7 +149,8 @@ impl InstancePool {
         }
     }
 
-    /// Drops instances idle longer than the policy allows.
+    /// Drops instances idle longer than the policy allows (on every take, and
+    /// on the server's sweep between requests).
     pub fn sweep(&self) {
         let expired: Vec<Warm> = match self.idle.lock() {
             Ok(mut idle) => {
@@ -169,10 +166,5 @@ impl InstancePool {
         for _ in &expired {
             retire(&self.component, Retired::Idle);
         }
-    }
-
-    /// Idle instances now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
     }
 }
