@@ -1,4 +1,5 @@
-//! HTTP front: one fresh `Store` per request from the pre-instantiated component.
+//! HTTP front: each request runs on an instance the component's pool kept
+//! (`crate::reuse`) or on a new one from the pre-instantiated component.
 
 use crate::app::{App, EPOCH_TICK, ServedComponent};
 use crate::reuse::{Retired, Warm};
@@ -24,6 +25,9 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
+/// How often idle instances are looked over (the idle timeout's unit).
+const IDLE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 struct Server {
     app: App,
     slots: Semaphore,
@@ -38,6 +42,7 @@ pub async fn serve(
     spawn_epoch_ticker(&app.engine);
     let slots = Semaphore::new(app.limits.max_concurrent_requests as usize);
     let server = Arc::new(Server { app, slots });
+    let sweeper = spawn_idle_sweeper(&server);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -69,7 +74,26 @@ pub async fn serve(
     }
     tracing::info!("draining connections");
     graceful.shutdown().await;
+    sweeper.abort();
     Ok(())
+}
+
+/// Drops instances idle past the policy's timeout even when no request comes
+/// to take one, so a burst's instances do not outlive it.
+fn spawn_idle_sweeper(server: &Arc<Server>) -> tokio::task::JoinHandle<()> {
+    let server = Arc::downgrade(server);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(server) = server.upgrade() else {
+                return;
+            };
+            for component in &server.app.components {
+                component.instances.sweep();
+            }
+        }
+    })
 }
 
 /// One ticker for the whole engine: deadlines are counted in ticks.

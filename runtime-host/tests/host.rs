@@ -485,11 +485,16 @@ fn host_counter(name: &str, id: &str, cause: Option<&str>) -> u64 {
         .sum()
 }
 
+/// Gives the instance that served the last request the time to go back to
+/// the pool: that happens once its handler has returned, which can be just
+/// after its client has the whole answer.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// How many requests the instance that served this one has served.
 async fn count(base: &str) -> u32 {
-    // An instance goes back to the pool once its handler has returned, which
-    // can be just after its client has the whole answer: give it the time.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle().await;
     let (status, text) = get(&format!("{base}/count")).await;
     assert_eq!(status, 200, "{text}");
     text.trim_start_matches("served ").parse().unwrap()
@@ -497,7 +502,11 @@ async fn count(base: &str) -> u32 {
 
 /// An instance is kept only after a request that ended cleanly.
 async fn after(base: &str, path: &str) -> u32 {
-    let _ = reqwest::get(format!("{base}{path}")).await;
+    settle().await;
+    // Read to its end, so the host settles the instance at once.
+    if let Ok(response) = reqwest::get(format!("{base}{path}")).await {
+        let _ = response.bytes().await;
+    }
     // The instance is settled once its answer has been delivered.
     tokio::time::sleep(Duration::from_millis(50)).await;
     count(base).await
@@ -522,10 +531,18 @@ async fn an_instance_serves_consecutive_requests_up_to_its_share() {
     }
     // An instance idle past its timeout is dropped.
     // (A second, so a busy machine does not retire it between the first two.)
-    let base = serve_reusing(100, Duration::from_secs(1), Duration::from_secs(5)).await;
+    // It is dropped on time even when no request comes to take it.
+    sluice_telemetry::prometheus();
+    let id = "probe-idle";
+    let base = serve_reusing_as(id, 100, Duration::from_secs(1), Duration::from_secs(5)).await;
     assert_eq!(count(&base).await, 1);
     assert_eq!(count(&base).await, 2);
     tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        host_counter("sluice_host_instances_retired_total", id, Some("idle")),
+        1,
+        "dropped while no request came"
+    );
     assert_eq!(count(&base).await, 1, "idle too long");
 }
 
@@ -559,6 +576,7 @@ async fn an_instance_is_never_reused_after_a_request_that_did_not_end_cleanly() 
     );
     assert_eq!(count(&base).await, 2);
     // A client that leaves in the middle of a stream.
+    settle().await;
     let response = reqwest::get(format!("{base}/stream")).await.unwrap();
     let mut body = response.bytes_stream();
     use futures::StreamExt as _;
