@@ -431,10 +431,12 @@ pub struct DeploymentConfig {
     #[serde(default)]
     pub weight: u32,
     /// US dollars per million tokens, for the cost reported per request.
+    /// When no price is set here, the model catalog's prices are used
+    /// (`sluice-origin prices` lists which deployments have none).
     #[serde(default)]
-    pub input_cost_per_million: f64,
+    pub input_cost_per_million: Option<f64>,
     #[serde(default)]
-    pub output_cost_per_million: f64,
+    pub output_cost_per_million: Option<f64>,
     /// Prompt tokens read from the provider's prompt cache; unset = input price.
     #[serde(default)]
     pub cached_input_cost_per_million: Option<f64>,
@@ -444,9 +446,96 @@ pub struct DeploymentConfig {
     /// Reasoning tokens (part of the completion); unset = output price.
     #[serde(default)]
     pub reasoning_cost_per_million: Option<f64>,
+    /// The model catalog's name for what this deployment serves, when its
+    /// `model` is not one (an Azure deployment's own name).
+    #[serde(default)]
+    pub catalog_model: Option<String>,
+    /// Azure OpenAI: the `api-version` of the deployment-based endpoint
+    /// (`/openai/deployments/<model>/...`); unset uses Azure's v1 endpoint
+    /// (`/openai/v1/...`), which takes none.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: sign in with Microsoft Entra ID instead of an `api-key`.
+    #[serde(default)]
+    pub entra: Option<EntraConfig>,
+    /// Vertex AI: the Google Cloud project and region (`us-central1`, `global`).
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Vertex AI: a service account's JSON key file; unset reads the file
+    /// `GOOGLE_APPLICATION_CREDENTIALS` names, as Google's SDKs do.
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
+}
+
+/// Microsoft Entra ID client credentials for Azure OpenAI: a token is asked
+/// for with the application's secret, kept, and renewed before it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// Environment variable holding the client secret (never in the file).
+    pub client_secret_env: String,
+    /// `https://login.microsoftonline.com` unless a sovereign cloud's.
+    #[serde(default = "default_entra_authority")]
+    pub authority: String,
+    #[serde(default = "default_entra_scope")]
+    pub scope: String,
+}
+
+fn default_entra_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
+fn default_entra_scope() -> String {
+    "https://cognitiveservices.azure.com/.default".into()
 }
 
 impl DeploymentConfig {
+    /// What each provider needs to be reached.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let needs = |field: &'static str, set: bool, what: &str| {
+            if set {
+                Ok(())
+            } else {
+                Err((
+                    field,
+                    format!(
+                        "{what} needs `{}`",
+                        field.rsplit('.').next().unwrap_or(field)
+                    ),
+                ))
+            }
+        };
+        match self.provider {
+            ProviderKind::Openai => needs(
+                "models.deployments.base_url",
+                self.base_url.is_some(),
+                "an openai deployment",
+            ),
+            ProviderKind::Azure => needs(
+                "models.deployments.base_url",
+                self.base_url.is_some(),
+                "an azure deployment (its resource endpoint, https://NAME.openai.azure.com)",
+            ),
+            ProviderKind::Vertex => {
+                needs(
+                    "models.deployments.project",
+                    self.project.is_some(),
+                    "a vertex deployment",
+                )?;
+                needs(
+                    "models.deployments.region",
+                    self.region.is_some(),
+                    "a vertex deployment",
+                )
+            }
+            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Simulated => Ok(()),
+        }
+    }
+
     /// Adds the keys in `keys_env` to `keys`, once, when the config is loaded.
     fn resolve_keys_env(&mut self) -> Result<(), String> {
         if let Some(var) = &self.keys_env {
@@ -470,6 +559,12 @@ pub enum ProviderKind {
     /// Any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp, ...).
     Openai,
     Anthropic,
+    /// Azure OpenAI: a resource's deployments (`base_url` is the resource endpoint).
+    Azure,
+    /// Google's Gemini API with an API key, in its native format.
+    Gemini,
+    /// Gemini models on Google Cloud's Vertex AI, with a service account.
+    Vertex,
     /// In-process stand-in with the `[simulated]` behaviour.
     Simulated,
 }
@@ -519,11 +614,17 @@ impl Default for Config {
                     requests_per_day: None,
                     tokens_per_day: None,
                     weight: 0,
-                    input_cost_per_million: 0.0,
-                    output_cost_per_million: 0.0,
+                    input_cost_per_million: None,
+                    output_cost_per_million: None,
+                    catalog_model: None,
                     cached_input_cost_per_million: None,
                     cache_write_cost_per_million: None,
                     reasoning_cost_per_million: None,
+                    api_version: None,
+                    entra: None,
+                    project: None,
+                    region: None,
+                    credentials_file: None,
                 }],
             }],
         }
@@ -632,12 +733,12 @@ impl Config {
                 });
             }
             for deployment in &model.deployments {
-                if deployment.provider == ProviderKind::Openai && deployment.base_url.is_none() {
-                    return Err(ConfigError::Invalid {
-                        field: "models.deployments.base_url",
-                        message: format!("`{}`: an openai deployment needs base_url", model.name),
-                    });
-                }
+                deployment
+                    .validate()
+                    .map_err(|(field, message)| ConfigError::Invalid {
+                        field,
+                        message: format!("`{}`: {message}", model.name),
+                    })?;
             }
         }
         let configured = |model: &str| self.models.iter().any(|m| m.name == model);

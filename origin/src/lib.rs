@@ -17,6 +17,7 @@ pub mod anthropic;
 pub mod app;
 pub mod budgets;
 pub mod cache;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod conversations;

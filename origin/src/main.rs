@@ -51,6 +51,13 @@ enum Command {
     /// Serve the simulated provider as a stand-alone OpenAI-compatible upstream
     /// (for benchmarks and fallback drills); needs no configuration file.
     Simulate(SimulateArgs),
+    /// List each configured deployment's prices and where they come from
+    /// (set on the deployment, the model catalog, or none).
+    Prices {
+        /// Exit with status 1 when a deployment has no price.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -208,6 +215,14 @@ fn run(cli: Cli) -> Result<()> {
         other => other,
     };
     let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
+    if let Some(Command::Prices { strict }) = command {
+        let (report, unpriced) = sluice_origin::routing::price_report(&config);
+        print!("{report}");
+        if strict && unpriced > 0 {
+            anyhow::bail!("{unpriced} deployment(s) have no price");
+        }
+        return Ok(());
+    }
     if cli.check {
         println!(
             "configuration ok: listen {}, {} model(s)",

@@ -1,6 +1,9 @@
 //! `sluice-origin simulate`: the simulated provider as a stand-alone
 //! OpenAI-compatible upstream (any model name, no keys), for benchmarks and
-//! for trying fallbacks and key rotation against a real HTTP upstream. Its
+//! for trying fallbacks and key rotation against a real HTTP upstream. It
+//! also answers Azure OpenAI's deployment paths and the Gemini API's
+//! non-streamed `generateContent` (text), so that what translating to each
+//! provider's format costs can be measured against the same upstream. Its
 //! failures are the configured ones (`[simulated]`): 429 with `Retry-After`,
 //! and 5xx. Each request is one provider call: no retries, no coalescing.
 
@@ -16,8 +19,8 @@ use crate::routing::keypool::{KeyBudgets, KeyPool};
 use crate::routing::resilience::Breaker;
 use crate::routing::{Deployment, Engine, Pricing, RetryPolicy};
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
@@ -81,6 +84,12 @@ pub fn app(config: SimulatedConfig) -> Router {
         )
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat_completions),
+        )
+        .route("/openai/v1/chat/completions", post(chat_completions))
+        .route("/v1beta/models/{call}", post(gemini_generate))
         .with_state(service(config))
 }
 
@@ -126,4 +135,67 @@ async fn embeddings(
         .await?;
     request.model = asked;
     Ok(render::embeddings_response(&embedded, &request))
+}
+
+async fn azure_chat_completions(
+    state: State<GenerationService>,
+    Path(_deployment): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    chat_completions(state, body).await
+}
+
+/// Gemini's `generateContent`, text only: the last user text is answered
+/// by the simulated model, and the answer sent in Gemini's shape.
+async fn gemini_generate(
+    State(generation): State<GenerationService>,
+    Path(call): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (model, method) = call.split_once(':').unwrap_or((call.as_str(), ""));
+    if method != "generateContent" {
+        return Err(ApiError::NotFound);
+    }
+    let asked: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+            message: format!("the body is not JSON: {e}"),
+            param: None,
+        })?;
+    let text = asked["contents"]
+        .as_array()
+        .and_then(|c| c.iter().rev().find(|c| c["role"] != "model"))
+        .and_then(|c| c["parts"].as_array())
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let request = crate::openai::ChatRequest::new(
+        ALIAS.into(),
+        vec![crate::openai::ChatMessage::text_message(
+            crate::openai::Role::User,
+            &text,
+        )],
+    );
+    let generate = Generate {
+        surface: Surface::ChatCompletions,
+        request: Arc::new(request),
+        payer: payer(),
+        priority: Priority::Normal,
+        fingerprint: body,
+        refuses_cache: false,
+    };
+    let completion = generation.complete(generate).await?;
+    let usage = completion.body.usage().unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "candidates": [{ "index": 0, "finishReason": "STOP",
+            "content": { "role": "model", "parts": [{ "text": completion.body.text() }] } }],
+        "usageMetadata": { "promptTokenCount": usage.prompt_tokens,
+            "candidatesTokenCount": usage.completion_tokens, "totalTokenCount": usage.total_tokens },
+        "modelVersion": model,
+    }))
+    .into_response())
 }

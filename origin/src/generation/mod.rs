@@ -628,6 +628,7 @@ impl<T: Metered> Meter<T> {
             Some(Err(error)) => {
                 tracing::warn!(event = "stream_failed", deployment = %self.deployment.name,
                     error = %error, "upstream failed mid-stream");
+                self.deployment.stream_failed(&error);
                 self.events = None;
                 // What was generated before the failure is paid for.
                 self.finish(true).await;

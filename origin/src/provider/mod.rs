@@ -4,8 +4,10 @@
 //! upstream's answer as it came, another provider's translated.
 
 pub mod anthropic;
+pub mod google;
 pub mod openai_compat;
 pub mod simulated;
+pub mod token;
 mod wire;
 
 pub use crate::anthropic::SseEvent;

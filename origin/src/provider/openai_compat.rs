@@ -3,34 +3,89 @@
 //! whole with the upstream's model name (and, when streamed, a request for
 //! usage); the answer and every chunk come back as the upstream sent them.
 
+use super::token::TokenSource;
 use super::wire::{check_status, events, send_error};
 use super::{Call, Embeddings, EventStream, Provider, ProviderError};
 use crate::openai::{ChatChunk, ChatMessage, ChatRequest, ChatResponse, Role};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// What a deployment name may not hold unescaped in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
 
 pub struct OpenAiCompatible {
     client: reqwest::Client,
-    /// Up to and including the version segment: `https://api.openai.com/v1`.
+    /// Up to and including the version segment: `https://api.openai.com/v1`;
+    /// for Azure, the resource endpoint: `https://NAME.openai.azure.com`.
     base_url: String,
+    dialect: Dialect,
+}
+
+/// Where the OpenAI-format API sits and how it is signed in to.
+pub enum Dialect {
+    /// `{base_url}/chat/completions`, the key as a bearer token.
+    OpenAi,
+    /// Azure OpenAI: with an `api_version`, the deployment-based endpoint
+    /// (`/openai/deployments/{model}/chat/completions?api-version=...`, the
+    /// model being the deployment's name), else the v1 endpoint
+    /// (`/openai/v1/chat/completions`). The key goes in `api-key`, or an
+    /// Entra ID token as a bearer token.
+    Azure {
+        api_version: Option<String>,
+        entra: Option<Arc<TokenSource>>,
+    },
 }
 
 impl OpenAiCompatible {
-    pub fn new(client: reqwest::Client, base_url: &str) -> OpenAiCompatible {
+    pub fn new(client: reqwest::Client, base_url: &str, dialect: Dialect) -> OpenAiCompatible {
         OpenAiCompatible {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),
+            dialect,
         }
     }
 
-    fn post(&self, path: &str, call: Call<'_>) -> reqwest::RequestBuilder {
-        let builder = self.client.post(format!("{}{path}", self.base_url));
-        match call.key {
-            Some(key) => builder.bearer_auth(key),
-            None => builder,
-        }
+    async fn post(
+        &self,
+        path: &str,
+        call: Call<'_>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(match &self.dialect {
+            Dialect::OpenAi => {
+                let builder = self.client.post(format!("{}{path}", self.base_url));
+                match call.key {
+                    Some(key) => builder.bearer_auth(key),
+                    None => builder,
+                }
+            }
+            Dialect::Azure { api_version, entra } => {
+                let builder = match api_version {
+                    Some(version) => self
+                        .client
+                        .post(format!(
+                            "{}/openai/deployments/{}{path}",
+                            self.base_url,
+                            percent_encoding::utf8_percent_encode(call.model, SEGMENT)
+                        ))
+                        .query(&[("api-version", version)]),
+                    None => self
+                        .client
+                        .post(format!("{}/openai/v1{path}", self.base_url)),
+                };
+                match (entra, call.key) {
+                    (Some(entra), _) => builder.bearer_auth(entra.bearer().await?.expose_secret()),
+                    (None, Some(key)) => builder.header("api-key", key),
+                    (None, None) => builder,
+                }
+            }
+        })
     }
 
     /// The client's request with the upstream's model name; a stream also
@@ -46,11 +101,21 @@ impl OpenAiCompatible {
         let mut body = request.clone();
         body.model = call.model.to_string();
         let mut stripped = false;
+        let mut signatures = false;
         for message in &mut body.messages {
             stripped |= message.extra.remove("thinking_blocks").is_some();
+            // Gemini's thought signatures, which OpenAI's API would refuse.
+            if let Some(Value::Array(calls)) = message.extra.get_mut("tool_calls") {
+                for tool_call in calls.iter_mut().filter_map(Value::as_object_mut) {
+                    signatures |= tool_call.remove("extra_content").is_some();
+                }
+            }
         }
         if stripped {
             call.adjust("messages.thinking_blocks:dropped");
+        }
+        if signatures {
+            call.adjust("tool_calls.extra_content:dropped");
         }
         move_tool_media(&mut body, &call);
         if body.field("reasoning_effort").is_some()
@@ -160,7 +225,10 @@ fn protocol(e: impl std::fmt::Display) -> ProviderError {
 
 impl Provider for OpenAiCompatible {
     fn kind(&self) -> &'static str {
-        "openai"
+        match self.dialect {
+            Dialect::OpenAi => "openai",
+            Dialect::Azure { .. } => "azure",
+        }
     }
 
     fn complete<'a>(
@@ -171,6 +239,7 @@ impl Provider for OpenAiCompatible {
         Box::pin(async move {
             let response = self
                 .post("/chat/completions", call)
+                .await?
                 .json(&Self::upstream_body(call, request, false))
                 .send()
                 .await
@@ -195,6 +264,7 @@ impl Provider for OpenAiCompatible {
         Box::pin(async move {
             let response = self
                 .post("/chat/completions", call)
+                .await?
                 .json(&Self::upstream_body(call, request, true))
                 .send()
                 .await
@@ -229,6 +299,7 @@ impl Provider for OpenAiCompatible {
         Box::pin(async move {
             let response = self
                 .post("/embeddings", call)
+                .await?
                 .json(&json!({ "model": call.model, "input": inputs, "encoding_format": "float" }))
                 .send()
                 .await

@@ -37,6 +37,7 @@ pub async fn check_status(
     }
     let retry_after = retry_after(response.headers());
     let text = response.text().await.unwrap_or_default();
+    let retry_after = retry_after.or_else(|| retry_info(&text));
     let message = error_message(&text);
     Err(match status {
         429 => ProviderError::RateLimited {
@@ -52,7 +53,66 @@ pub async fn check_status(
     })
 }
 
+/// Google's hint in a 429's body: a `google.rpc.RetryInfo` detail's
+/// `retryDelay` (`"30s"`, `"1.5s"`).
+fn retry_info(text: &str) -> Option<Duration> {
+    let parsed: serde_json::Value = serde_json::from_str(text).ok()?;
+    parsed
+        .pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .find_map(|d| {
+            d.get("retryDelay")?
+                .as_str()?
+                .strip_suffix('s')?
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Reads an identity service's failed answer (OAuth 2.0's `error` and
+/// `error_description`): refused credentials are the key's fault, a busy or
+/// broken token endpoint the deployment's.
+pub async fn check_token_status(
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ProviderError> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let retry_after = retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    let parsed = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let reason = match (field("error"), field("error_description")) {
+        (Some(error), Some(description)) => format!("{error}: {description}"),
+        (Some(error), None) => error,
+        _ => text,
+    };
+    let message = format!("the token endpoint refused: {reason}")
+        .chars()
+        .take(MAX_ERROR_TEXT)
+        .collect();
+    Err(match status {
+        429 => ProviderError::RateLimited {
+            retry_after,
+            message,
+        },
+        400..=499 => ProviderError::Unauthorized { status, message },
+        _ => ProviderError::Unavailable { status, message },
+    })
+}
+
 /// The upstream's `error.message` when it sent one, else its (bounded) text.
+/// Azure's content filter says why in `error.code`, which leads the message
+/// so that a client can tell a filtered prompt from a malformed one.
 fn error_message(text: &str) -> String {
     let parsed = serde_json::from_str::<serde_json::Value>(text).ok();
     let message = parsed
@@ -60,6 +120,12 @@ fn error_message(text: &str) -> String {
         .and_then(|v| v.pointer("/error/message"))
         .and_then(|m| m.as_str())
         .unwrap_or(text);
+    let message = match parsed.as_ref().and_then(|v| v.pointer("/error/code")) {
+        Some(serde_json::Value::String(code)) if code == "content_filter" => {
+            format!("content_filter: {message}")
+        }
+        _ => message.to_string(),
+    };
     message.chars().take(MAX_ERROR_TEXT).collect()
 }
 
@@ -213,6 +279,19 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
         assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_reset("soon"), None);
+    }
+
+    #[test]
+    fn reads_google_retry_info_and_azure_content_filter() {
+        let body = r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"quota","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure"},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#;
+        assert_eq!(retry_info(body), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_info(r#"{"error":{"message":"x"}}"#), None);
+        assert_eq!(
+            error_message(r#"{"error":{"code":"content_filter","message":"filtered"}}"#),
+            "content_filter: filtered"
+        );
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn exhausted(
     }
 }
 
-fn failure_kind(error: &ProviderError) -> &'static str {
+pub(super) fn failure_kind(error: &ProviderError) -> &'static str {
     match error {
         ProviderError::RateLimited { .. } => "rate_limited",
         ProviderError::Unauthorized { .. } => "unauthorized",

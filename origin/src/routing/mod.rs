@@ -6,7 +6,7 @@
 mod attempt;
 mod coalesce;
 mod from_config;
-pub use from_config::EngineError;
+pub use from_config::{EngineError, price_report};
 pub mod keypool;
 pub mod messages;
 pub mod quota;
@@ -125,6 +125,19 @@ pub struct Answer {
 }
 
 impl Deployment {
+    /// A stream that failed after its first event: too late to retry or
+    /// fall back, but the deployment's failure all the same, counted and
+    /// told to its breaker so that the next calls go elsewhere.
+    pub fn stream_failed(&self, error: &ProviderError) {
+        metrics::counter!("sluice_upstream_failures_total",
+            "deployment" => self.name.clone(), "kind" => attempt::failure_kind(error))
+        .increment(1);
+        if error.is_outage() && self.breaker.record_failure() {
+            tracing::warn!(event = "deployment_breaker_opened", deployment = %self.name,
+                "deployment circuit opened");
+        }
+    }
+
     /// What the provider needs for one call with `key`.
     fn call<'a>(&'a self, key: Option<&'a SecretString>, adjusted: &'a Adjustments) -> Call<'a> {
         Call {

@@ -8,6 +8,7 @@
 #![allow(dead_code, reason = "shared by test crates that each use part of it")]
 
 pub mod agent;
+pub mod clouds;
 pub mod rules;
 
 use axum::Router;
@@ -62,6 +63,11 @@ pub struct Script {
     seen: Mutex<Vec<Seen>>,
     /// Calls whose response was dropped before it was complete.
     pub abandoned: AtomicUsize,
+    /// Access tokens the test identity services issued (Entra ID, Google).
+    issued_tokens: Mutex<Vec<String>>,
+    tokens_issued: AtomicUsize,
+    /// The audience a Google service account's assertion must name.
+    google_token_uri: Mutex<String>,
 }
 
 pub struct Upstream {
@@ -76,10 +82,11 @@ impl Upstream {
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/messages", post(anthropic_messages))
-            .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
-            .with_state(Arc::clone(&script));
+            .route("/v1/messages/count_tokens", post(anthropic_count_tokens));
+        let app = clouds::routes(app).with_state(Arc::clone(&script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        *script.google_token_uri.lock().unwrap() = format!("http://{addr}/token");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Upstream { addr, script }
     }
@@ -90,6 +97,29 @@ impl Upstream {
 
     pub fn anthropic_base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// An Azure resource endpoint, the Gemini API's and Vertex AI's base,
+    /// and Entra ID's authority: all this upstream's root.
+    pub fn root(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Access tokens the identity services issued so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.script.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// A service account key file for Vertex deployments, naming this
+    /// upstream's token endpoint.
+    pub fn service_account_file(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("sluice-test-sa-{}.json", self.addr.port()));
+        std::fs::write(
+            &path,
+            clouds::service_account_json(&format!("{}/token", self.root())),
+        )
+        .unwrap();
+        path
     }
 
     pub fn for_key(&self, key: &str, behaviour: Behaviour) {
@@ -208,7 +238,7 @@ fn failure(status: u16, retry_after: Option<u64>) -> Response {
     response
 }
 
-fn sse(frames: Vec<String>, behaviour: &Behaviour, script: Arc<Script>) -> Response {
+pub(crate) fn sse(frames: Vec<String>, behaviour: &Behaviour, script: Arc<Script>) -> Response {
     let behaviour = behaviour.clone();
     let stream = async_stream(frames, behaviour, script);
     let mut response = Body::from_stream(stream).into_response();
@@ -258,7 +288,7 @@ fn async_stream(
     )
 }
 
-async fn before_answer(behaviour: &Behaviour) -> Option<Response> {
+pub(crate) async fn before_answer(behaviour: &Behaviour) -> Option<Response> {
     match behaviour {
         Behaviour::Status(status, retry_after) => Some(failure(*status, *retry_after)),
         Behaviour::Delay(d) => {
@@ -286,7 +316,7 @@ fn echoed(request: &Value, mut answer: Value) -> Value {
     answer
 }
 
-async fn openai_chat(
+pub(crate) async fn openai_chat(
     State(script): State<Arc<Script>>,
     headers: HeaderMap,
     body: Bytes,
@@ -295,7 +325,11 @@ async fn openai_chat(
     let model = request["model"].as_str().unwrap_or_default().to_string();
     let stream = request["stream"].as_bool().unwrap_or(false);
     let behaviour = script.behaviour(Seen {
-        path: "/v1/chat/completions".into(),
+        path: headers
+            .get("x-test-path")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("/v1/chat/completions")
+            .into(),
         key: bearer(&headers),
         model: model.clone(),
         stream,
@@ -335,9 +369,14 @@ async fn openai_chat(
     }
     if !stream {
         watch.finish();
+        // Structured output: an object of the requested schema's shape.
+        let content = match request.pointer("/response_format/json_schema/schema") {
+            Some(schema) => clouds::fits(schema).to_string(),
+            None => REPLY.to_string(),
+        };
         return axum::Json(echoed(&request, json!({
             "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": REPLY }, "finish_reason": "stop" }],
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
             "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 },
         })))
         .into_response();
@@ -510,7 +549,7 @@ fn anthropic_tool_use(
     sse(frames, behaviour, script)
 }
 
-async fn openai_embeddings(
+pub(crate) async fn openai_embeddings(
     State(script): State<Arc<Script>>,
     headers: HeaderMap,
     body: Bytes,
@@ -624,7 +663,7 @@ async fn anthropic_messages(
     sse(frames, &behaviour, script)
 }
 
-fn request_messages(request: &Value) -> Vec<String> {
+pub(crate) fn request_messages(request: &Value) -> Vec<String> {
     request["messages"]
         .as_array()
         .map(|messages| {

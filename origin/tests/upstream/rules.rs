@@ -220,3 +220,180 @@ pub fn anthropic_messages(request: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What the Gemini API refuses in a `generateContent` request, by its API
+/// reference: unknown fields (it takes the documented camelCase names and
+/// answers "Invalid JSON payload received. Unknown name"), contents that are
+/// empty or not `user`/`model`, parts that are empty or hold more or less
+/// than one kind of data, function responses that do not answer the calls
+/// of the model turn before them (one response per call), a function call
+/// of a Gemini 3 model without its thought signature, and structured output
+/// without the JSON MIME type.
+pub fn gemini_generate(model: &str, request: &Value) -> Result<(), String> {
+    const TOP: &[&str] = &[
+        "contents",
+        "systemInstruction",
+        "tools",
+        "toolConfig",
+        "generationConfig",
+        "safetySettings",
+        "cachedContent",
+        "labels",
+    ];
+    const CONFIG: &[&str] = &[
+        "stopSequences",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "candidateCount",
+        "maxOutputTokens",
+        "temperature",
+        "topP",
+        "topK",
+        "seed",
+        "presencePenalty",
+        "frequencyPenalty",
+        "responseLogprobs",
+        "logprobs",
+        "thinkingConfig",
+        "responseModalities",
+        "mediaResolution",
+        "speechConfig",
+    ];
+    const DATA: &[&str] = &[
+        "text",
+        "inlineData",
+        "fileData",
+        "functionCall",
+        "functionResponse",
+        "executableCode",
+        "codeExecutionResult",
+    ];
+    let object = request
+        .as_object()
+        .ok_or("Invalid JSON payload received.")?;
+    let unknown = |keys: &serde_json::Map<String, Value>, known: &[&str], at: &str| {
+        keys.keys()
+            .find(|k| !known.contains(&k.as_str()))
+            .map_or(Ok(()), |k| {
+                Err(format!(
+                    "Invalid JSON payload received. Unknown name \"{k}\"{at}: Cannot find field."
+                ))
+            })
+    };
+    unknown(object, TOP, "")?;
+    if let Some(config) = request.get("generationConfig").and_then(Value::as_object) {
+        unknown(config, CONFIG, " at 'generation_config'")?;
+        if (config.contains_key("responseJsonSchema") || config.contains_key("responseSchema"))
+            && config.get("responseMimeType").and_then(Value::as_str) != Some("application/json")
+        {
+            return Err(
+                "responseMimeType must be application/json when a response schema is set".into(),
+            );
+        }
+        if let Some(budget) = config
+            .get("thinkingConfig")
+            .and_then(|t| t.get("thinkingBudget"))
+            && !budget.is_i64()
+        {
+            return Err("thinking_budget must be an integer".into());
+        }
+    }
+    let contents = request["contents"]
+        .as_array()
+        .filter(|c| !c.is_empty())
+        .ok_or("* GenerateContentRequest.contents: contents is not specified")?;
+    let part_ok = |part: &Value| -> Result<(), String> {
+        let object = part.as_object().ok_or("a part must be an object")?;
+        let data = object.keys().filter(|k| DATA.contains(&k.as_str())).count();
+        if data != 1 {
+            return Err(format!(
+                "* GenerateContentRequest.contents.parts: a part must hold one kind of data, this one holds {data}: {part}"
+            ));
+        }
+        unknown(
+            object,
+            &[DATA, &["thought", "thoughtSignature", "videoMetadata"]].concat(),
+            " at 'contents.parts'",
+        )
+    };
+    if let Some(system) = request.get("systemInstruction") {
+        for part in system["parts"]
+            .as_array()
+            .ok_or("systemInstruction needs parts")?
+        {
+            part_ok(part)?;
+        }
+    }
+    let mut pending_calls: Option<usize> = None;
+    for (i, content) in contents.iter().enumerate() {
+        let role = content["role"].as_str().unwrap_or("user");
+        if role != "user" && role != "model" {
+            return Err(format!(
+                "Please use a valid role: user, model. (contents[{i}].role: {role})"
+            ));
+        }
+        let parts = content["parts"].as_array().filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."))?;
+        for part in parts {
+            part_ok(part)?;
+        }
+        let calls = parts
+            .iter()
+            .filter(|p| p.get("functionCall").is_some())
+            .count();
+        let responses = parts
+            .iter()
+            .filter(|p| p.get("functionResponse").is_some())
+            .count();
+        if responses > 0 {
+            if pending_calls != Some(responses) {
+                return Err("Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn.".into());
+            }
+            pending_calls = None;
+        } else if role == "user" && pending_calls.is_some() {
+            return Err("Please ensure that function call turn comes immediately after a user turn or after a function response turn.".into());
+        }
+        if calls > 0 {
+            if role != "model" {
+                return Err("function calls can only come from the model".into());
+            }
+            if model.starts_with("gemini-3")
+                && parts
+                    .iter()
+                    .find(|p| p.get("functionCall").is_some())
+                    .is_some_and(|p| p.get("thoughtSignature").is_none())
+            {
+                return Err(format!(
+                    "Function call is missing a thought_signature in functionCall parts. (contents[{i}])"
+                ));
+            }
+            pending_calls = Some(calls);
+        }
+    }
+    for tool in request["tools"].as_array().into_iter().flatten() {
+        for declaration in tool["functionDeclarations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = declaration["name"].as_str().unwrap_or_default();
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-:".contains(c));
+            if !valid {
+                return Err(format!(
+                    "* GenerateContentRequest.tools[0].function_declarations: invalid name {name:?}"
+                ));
+            }
+            if declaration.get("parameters").is_some()
+                && declaration.get("parametersJsonSchema").is_some()
+            {
+                return Err("parameters and parametersJsonSchema cannot both be set".into());
+            }
+        }
+    }
+    Ok(())
+}

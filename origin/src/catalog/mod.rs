@@ -1,0 +1,174 @@
+//! The model catalog: prices, context windows and capabilities of the
+//! common models of every provider Sluice speaks to, shipped in the binary
+//! (`models.json`, made by `scripts/catalog` from LiteLLM's MIT-licensed
+//! price list; its source, version and date are in the file). A deployment
+//! that sets no price is priced from it, so costs and budgets are right by
+//! default; a deployment's own prices always win.
+
+use crate::config::ProviderKind;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+#[derive(Debug, Deserialize)]
+pub struct Catalog {
+    pub source: String,
+    pub source_version: String,
+    pub licence: String,
+    pub generated_on: String,
+    models: Vec<CatalogModel>,
+    #[serde(skip)]
+    index: HashMap<(String, String), usize>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CatalogModel {
+    pub provider: String,
+    pub model: String,
+    /// `chat` or `embedding`.
+    pub mode: String,
+    pub price_per_million: Prices,
+    #[serde(default)]
+    pub max_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Prices {
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    #[serde(default)]
+    pub reasoning: Option<f64>,
+}
+
+#[expect(
+    clippy::panic,
+    reason = "the shipped file is parsed by a unit test; a build with a broken one must not serve"
+)]
+static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
+    let mut catalog: Catalog = serde_json::from_str(include_str!("models.json"))
+        .unwrap_or_else(|e| panic!("the shipped catalog is checked by a test: {e}"));
+    catalog.index = catalog
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.provider.clone(), m.model.clone()), i))
+        .collect();
+    catalog
+});
+
+pub fn catalog() -> &'static Catalog {
+    &CATALOG
+}
+
+/// The catalog's name for a provider kind (`None`: nothing to look up).
+fn provider_name(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::Openai => Some("openai"),
+        ProviderKind::Azure => Some("azure"),
+        ProviderKind::Anthropic => Some("anthropic"),
+        ProviderKind::Gemini => Some("gemini"),
+        ProviderKind::Vertex => Some("vertex"),
+        ProviderKind::Simulated => None,
+    }
+}
+
+impl Catalog {
+    /// The entry for `model` on `kind`; Azure deployments and Vertex models
+    /// fall back to the same model's OpenAI or Gemini entry, and a dated
+    /// name (`claude-sonnet-4-5-20250929`) is found as given.
+    pub fn lookup(&self, kind: ProviderKind, model: &str) -> Option<&CatalogModel> {
+        let provider = provider_name(kind)?;
+        let fallback = match kind {
+            ProviderKind::Azure => Some("openai"),
+            ProviderKind::Vertex => Some("gemini"),
+            _ => None,
+        };
+        [Some(provider), fallback]
+            .into_iter()
+            .flatten()
+            .find_map(|p| self.index.get(&(p.to_string(), model.to_string())))
+            .map(|&i| &self.models[i])
+    }
+
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+}
+
+/// Where a deployment's prices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    /// Set on the deployment.
+    Configured,
+    /// The catalog's entry for this model.
+    Catalog,
+    /// No price anywhere: its calls cost nothing in reports and budgets.
+    Unpriced,
+    /// The simulated provider, which is free.
+    Free,
+}
+
+impl PriceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceSource::Configured => "configured",
+            PriceSource::Catalog => "catalog",
+            PriceSource::Unpriced => "none",
+            PriceSource::Free => "free",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_catalog_loads_and_names_its_source() {
+        let catalog = catalog();
+        assert!(catalog.len() > 500, "{}", catalog.len());
+        assert!(catalog.licence.starts_with("MIT"));
+        for provider in [
+            "openai",
+            "azure",
+            "anthropic",
+            "gemini",
+            "vertex",
+            "bedrock",
+        ] {
+            assert!(
+                catalog.models.iter().any(|m| m.provider == provider),
+                "no {provider} model"
+            );
+        }
+        let flash = catalog
+            .lookup(ProviderKind::Gemini, "gemini-2.5-flash")
+            .unwrap();
+        assert!(flash.price_per_million.output > flash.price_per_million.input);
+        assert!(flash.max_input_tokens.unwrap() >= 1_000_000);
+        // Vertex falls back to the Gemini entry for a model it does not list.
+        assert!(
+            catalog
+                .lookup(ProviderKind::Vertex, "gemini-2.5-flash")
+                .is_some()
+        );
+        assert!(
+            catalog
+                .lookup(ProviderKind::Simulated, "gemini-2.5-flash")
+                .is_none()
+        );
+    }
+}
