@@ -1,8 +1,9 @@
 """The official openai and anthropic SDKs through the Sluice edge against a
 cloud provider's test upstream (origin/tests/upstream/clouds.rs): plain,
 streamed, a two-turn tool loop, an image and structured output on chat
-completions, embeddings, and plain, streamed, tool loop and image on
-Messages. The Rust side (tests/tests/cloud_providers.rs) checks what the
+completions; plain, streamed and a tool loop continued by
+previous_response_id on Responses; embeddings; and plain, streamed, tool
+loop and image on Messages. The Rust side (tests/tests/cloud_providers.rs) checks what the
 upstream received.
 
     clouds.py CHAT_MODEL [EMBEDDINGS_MODEL]
@@ -83,6 +84,22 @@ parsed = oai.chat.completions.parse(
     model=model, messages=[{"role": "user", "content": "largest city?"}], response_format=Answer,
 )
 assert isinstance(parsed.choices[0].message.parsed, Answer), parsed
+
+# Responses: plain, streamed, and a tool loop continued by previous_response_id.
+reply = oai.responses.create(model=model, input="hello")
+assert reply.output_text, reply
+with oai.responses.stream(model=model, input="hello") as events:
+    done = events.get_final_response()
+assert done.output_text and done.usage.output_tokens > 0, done
+FUNCTION = {"type": "function", **LOOKUP}
+asked = oai.responses.create(model=model, input="look up a and b", tools=[FUNCTION])
+pending = [i for i in asked.output if i.type == "function_call"]
+assert len(pending) == 2, asked
+followed = oai.responses.create(
+    model=model, previous_response_id=asked.id, tools=[FUNCTION],
+    input=[{"type": "function_call_output", "call_id": c.call_id, "output": f"found {c.arguments}"} for c in pending],
+)
+assert followed.output_text, followed
 
 if embed_model:
     vectors = oai.embeddings.create(model=embed_model, input=["one", "two"])
