@@ -515,10 +515,22 @@ impl DeploymentConfig {
                 self.base_url.is_some(),
                 "an openai deployment",
             ),
-            ProviderKind::Azure => needs(
-                "models.deployments.base_url",
-                self.base_url.is_some(),
-                "an azure deployment (its resource endpoint, https://NAME.openai.azure.com)",
+            ProviderKind::Azure => {
+                needs(
+                    "models.deployments.base_url",
+                    self.base_url.is_some(),
+                    "an azure deployment (its resource endpoint, https://NAME.openai.azure.com)",
+                )?;
+                needs(
+                    "models.deployments.keys",
+                    !self.keys.is_empty() || self.entra.is_some(),
+                    "an azure deployment without `entra`",
+                )
+            }
+            ProviderKind::Gemini => needs(
+                "models.deployments.keys",
+                !self.keys.is_empty(),
+                "a gemini deployment (an API key, in keys or keys_env)",
             ),
             ProviderKind::Vertex => {
                 needs(
@@ -532,7 +544,7 @@ impl DeploymentConfig {
                     "a vertex deployment",
                 )
             }
-            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Simulated => Ok(()),
+            ProviderKind::Anthropic | ProviderKind::Simulated => Ok(()),
         }
     }
 
@@ -881,6 +893,41 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("twice")
+        );
+    }
+
+    #[test]
+    fn each_provider_says_what_it_lacks() {
+        let one = |deployment: &str| {
+            Config::from_toml(&format!(
+                "{SECRET}[[models]]\nname = \"m\"\ndeployments = [{{ {deployment} }}]\n"
+            ))
+            .err()
+            .map(|e| e.to_string())
+        };
+        for (deployment, lacking) in [
+            ("provider = \"openai\"", "base_url"),
+            ("provider = \"azure\", keys = [\"k\"]", "base_url"),
+            (
+                "provider = \"azure\", base_url = \"https://r.openai.azure.com\"",
+                "keys",
+            ),
+            ("provider = \"gemini\"", "keys"),
+            ("provider = \"vertex\", region = \"us-central1\"", "project"),
+            ("provider = \"vertex\", project = \"p\"", "region"),
+        ] {
+            let error = one(deployment).unwrap_or_else(|| panic!("{deployment} was accepted"));
+            assert!(
+                error.contains(lacking) && error.contains("`m`"),
+                "{deployment}: {error}"
+            );
+        }
+        assert_eq!(one("provider = \"gemini\", keys = [\"k\"]"), None);
+        assert_eq!(
+            one(
+                "provider = \"azure\", base_url = \"https://r\", entra = { tenant_id = \"t\", client_id = \"c\", client_secret_env = \"S\" }"
+            ),
+            None
         );
     }
 }
