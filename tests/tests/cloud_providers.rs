@@ -66,6 +66,14 @@ model = "gpt-4o-mini"
 entra = {{ tenant_id = "{ENTRA_TENANT}", client_id = "{ENTRA_CLIENT}", client_secret_env = "TEST_ENTRA_CLIENT_SECRET", authority = "{root}" }}
 
 [[models]]
+name = "azure-v1-other"
+[[models.deployments]]
+provider = "azure"
+base_url = "{root}"
+model = "gpt-4.1"
+entra = {{ tenant_id = "{ENTRA_TENANT}", client_id = "{ENTRA_CLIENT}", client_secret_env = "TEST_ENTRA_CLIENT_SECRET", authority = "{root}" }}
+
+[[models]]
 name = "azure-embed"
 [[models.deployments]]
 provider = "azure"
@@ -167,6 +175,16 @@ async fn sdks_work_on_azure_gemini_and_vertex_through_the_edge() {
         run_sdks(&stack, args).await;
     }
 
+    // A second deployment of the same Entra ID application uses its token.
+    let other = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", stack.edge))
+        .bearer_auth(DEMO_KEY)
+        .json(&json!({ "model": "azure-v1-other", "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+
     let seen = up.seen();
     // Azure: the deployment-based endpoint with api-key, the v1 endpoint
     // with an Entra ID token that was asked for once.
@@ -190,7 +208,7 @@ async fn sdks_work_on_azure_gemini_and_vertex_through_the_edge() {
         "one Entra token, reused"
     );
     // Vertex's token too (one for both deployments on that service
-    // account): two tokens in all, for some forty calls.
+    // account): two tokens in all, for some ninety calls.
     assert_eq!(up.tokens_issued(), 2);
 
     // Gemini: the tool loop's second turn answers both calls in their order,

@@ -1,5 +1,6 @@
-//! Any upstream that speaks OpenAI's HTTP API: OpenAI itself, vLLM, Ollama,
-//! llama.cpp's server, another Sluice. The client's request is forwarded
+//! Any upstream that speaks OpenAI's HTTP API: OpenAI itself, Azure OpenAI
+//! (its own URLs and sign-in, [`Dialect::Azure`]), vLLM, Ollama, llama.cpp's
+//! server, another Sluice. The client's request is forwarded
 //! whole with the upstream's model name (and, when streamed, a request for
 //! usage); the answer and every chunk come back as the upstream sent them.
 

@@ -61,9 +61,11 @@ impl Engine {
                 Duration::from_millis(routing.breaker_open_ms),
             )
         };
-        // Deployments with the same service account share its token.
+        // Deployments with the same service account, or the same Entra ID
+        // application and scope, share one token.
         let mut google_tokens: HashMap<Option<std::path::PathBuf>, Arc<TokenSource>> =
             HashMap::new();
+        let mut entra_tokens: HashMap<[String; 4], Arc<TokenSource>> = HashMap::new();
         let mut models = HashMap::new();
         for model in &config.models {
             let deployments = model
@@ -89,10 +91,25 @@ impl Engine {
                         )),
                         ProviderKind::Azure => {
                             let entra = match &d.entra {
-                                Some(entra) => Some(Arc::new(
-                                    TokenSource::entra(client.clone(), entra)
-                                        .map_err(credentials)?,
-                                )),
+                                Some(entra) => {
+                                    let app = [
+                                        entra.authority.clone(),
+                                        entra.tenant_id.clone(),
+                                        entra.client_id.clone(),
+                                        entra.scope.clone(),
+                                    ];
+                                    Some(match entra_tokens.get(&app) {
+                                        Some(token) => Arc::clone(token),
+                                        None => {
+                                            let token = Arc::new(
+                                                TokenSource::entra(client.clone(), entra)
+                                                    .map_err(credentials)?,
+                                            );
+                                            entra_tokens.insert(app, Arc::clone(&token));
+                                            token
+                                        }
+                                    })
+                                }
                                 None => None,
                             };
                             Arc::new(OpenAiCompatible::new(
