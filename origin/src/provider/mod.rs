@@ -28,6 +28,27 @@ pub struct Embeddings {
     pub prompt_tokens: Option<u32>,
 }
 
+impl Embeddings {
+    /// The vectors of an answer, which must hold one per input.
+    pub fn for_inputs(
+        inputs: &[String],
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: Option<u32>,
+    ) -> Result<Embeddings, ProviderError> {
+        if vectors.len() != inputs.len() {
+            return Err(ProviderError::Protocol(format!(
+                "{} embeddings for {} inputs",
+                vectors.len(),
+                inputs.len()
+            )));
+        }
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
+    }
+}
+
 /// What one upstream call is made with.
 #[derive(Clone, Copy)]
 pub struct Call<'a> {

@@ -311,17 +311,11 @@ impl Provider for OpenAiCompatible {
                 .await
                 .map_err(protocol)?;
             wire.data.sort_by_key(|d| d.index);
-            if wire.data.len() != inputs.len() {
-                return Err(protocol(format!(
-                    "{} embeddings for {} inputs",
-                    wire.data.len(),
-                    inputs.len()
-                )));
-            }
-            Ok(Embeddings {
-                vectors: wire.data.into_iter().map(|d| d.embedding).collect(),
-                prompt_tokens: wire.usage.map(|u| u.prompt_tokens),
-            })
+            Embeddings::for_inputs(
+                inputs,
+                wire.data.into_iter().map(|d| d.embedding).collect(),
+                wire.usage.map(|u| u.prompt_tokens),
+            )
         })
     }
 }

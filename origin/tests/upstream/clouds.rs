@@ -103,6 +103,24 @@ fn azure_auth(script: &Script, headers: &HeaderMap) -> Result<String, Box<Respon
     )))
 }
 
+/// The deployment-based endpoint without an `api-version` is not found;
+/// with one Azure does not serve, a 400.
+fn api_version(query: &HashMap<String, String>) -> Result<(), Box<Response>> {
+    match query.get("api-version") {
+        None => Err(Box::new(azure_error(
+            StatusCode::NOT_FOUND,
+            "404",
+            "Resource not found",
+        ))),
+        Some(v) if !AZURE_API_VERSIONS.contains(&v.as_str()) => Err(Box::new(azure_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "API version not supported",
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 async fn azure_deployment_chat(
     State(script): State<Arc<Script>>,
     Path(deployment): Path<String>,
@@ -110,16 +128,8 @@ async fn azure_deployment_chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match query.get("api-version") {
-        None => return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
-        Some(v) if !AZURE_API_VERSIONS.contains(&v.as_str()) => {
-            return azure_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "API version not supported",
-            );
-        }
-        Some(_) => {}
+    if let Err(refused) = api_version(&query) {
+        return *refused;
     }
     azure_chat(script, &headers, body, Some(deployment)).await
 }
@@ -216,11 +226,8 @@ async fn azure_deployment_embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !query
-        .get("api-version")
-        .is_some_and(|v| AZURE_API_VERSIONS.contains(&v.as_str()))
-    {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
+    if let Err(refused) = api_version(&query) {
+        return *refused;
     }
     let mut request: Value = serde_json::from_slice(&body).unwrap();
     request["model"] = json!(deployment);

@@ -190,7 +190,7 @@ impl Provider for Google {
                     .filter_map(Value::as_f64)
                     .map(|t| t as u64)
                     .sum();
-                return counted(inputs, vectors, Some(tokens as u32));
+                return Embeddings::for_inputs(inputs, vectors, Some(tokens as u32));
             }
             let model = format!("models/{}", call.model);
             let requests: Vec<Value> = inputs
@@ -209,7 +209,7 @@ impl Provider for Google {
                 .iter()
                 .map(|e| vector(&e["values"]))
                 .collect::<Result<Vec<_>, _>>()?;
-            counted(inputs, vectors, None)
+            Embeddings::for_inputs(inputs, vectors, None)
         })
     }
 }
@@ -225,22 +225,4 @@ fn vector(values: &Value) -> Result<Vec<f32>, ProviderError> {
                 .ok_or_else(|| protocol("a value that is not a number"))
         })
         .collect()
-}
-
-fn counted(
-    inputs: &[String],
-    vectors: Vec<Vec<f32>>,
-    prompt_tokens: Option<u32>,
-) -> Result<Embeddings, ProviderError> {
-    if vectors.len() != inputs.len() {
-        return Err(protocol(format!(
-            "{} embeddings for {} inputs",
-            vectors.len(),
-            inputs.len()
-        )));
-    }
-    Ok(Embeddings {
-        vectors,
-        prompt_tokens,
-    })
 }
