@@ -458,7 +458,8 @@ pub struct DeploymentConfig {
     /// Azure OpenAI: sign in with Microsoft Entra ID instead of an `api-key`.
     #[serde(default)]
     pub entra: Option<EntraConfig>,
-    /// Vertex AI: the Google Cloud project and region (`us-central1`, `global`).
+    /// Vertex AI: the Google Cloud project; with AWS Bedrock too, the region
+    /// (`us-central1`, `global`; `us-east-1`).
     #[serde(default)]
     pub project: Option<String>,
     #[serde(default)]
@@ -467,6 +468,32 @@ pub struct DeploymentConfig {
     /// `GOOGLE_APPLICATION_CREDENTIALS` names, as Google's SDKs do.
     #[serde(default)]
     pub credentials_file: Option<std::path::PathBuf>,
+    /// AWS Bedrock: where SigV4 credentials come from when the deployment has
+    /// no Bedrock API `keys`; unset reads the environment as AWS's SDKs do.
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
+}
+
+/// AWS credentials for Bedrock: an access key (its secret in an environment
+/// variable, never in the file), or a role assumed with a web-identity token
+/// (EKS IRSA, GitHub OIDC). Fields left unset fall back to the variables AWS's
+/// SDKs read: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// then `AWS_ROLE_ARN` with `AWS_WEB_IDENTITY_TOKEN_FILE`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    pub access_key_id: Option<String>,
+    /// Environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
+    /// Environment variable holding a session token (temporary credentials).
+    pub session_token_env: Option<String>,
+    /// The role to assume with the token in `web_identity_token_file`.
+    pub role_arn: Option<String>,
+    pub web_identity_token_file: Option<std::path::PathBuf>,
+    pub role_session_name: Option<String>,
+    /// STS's endpoint; unset is `AWS_ENDPOINT_URL_STS`, else the region's
+    /// (`https://sts.<region>.amazonaws.com`).
+    pub sts_endpoint: Option<String>,
 }
 
 /// Microsoft Entra ID client credentials for Azure OpenAI: a token is asked
@@ -544,6 +571,11 @@ impl DeploymentConfig {
                     "a vertex deployment",
                 )
             }
+            ProviderKind::Bedrock => needs(
+                "models.deployments.region",
+                self.region.is_some(),
+                "a bedrock deployment (its AWS region, us-east-1)",
+            ),
             ProviderKind::Anthropic | ProviderKind::Simulated => Ok(()),
         }
     }
@@ -577,6 +609,9 @@ pub enum ProviderKind {
     Gemini,
     /// Gemini models on Google Cloud's Vertex AI, with a service account.
     Vertex,
+    /// AWS Bedrock's Converse API (and Anthropic's Messages format for
+    /// Claude models), signed with SigV4 or a Bedrock API key.
+    Bedrock,
     /// In-process stand-in with the `[simulated]` behaviour.
     Simulated,
 }
@@ -637,6 +672,7 @@ impl Default for Config {
                     project: None,
                     region: None,
                     credentials_file: None,
+                    aws: None,
                 }],
             }],
         }
@@ -915,6 +951,7 @@ mod tests {
             ("provider = \"gemini\"", "keys"),
             ("provider = \"vertex\", region = \"us-central1\"", "project"),
             ("provider = \"vertex\", project = \"p\"", "region"),
+            ("provider = \"bedrock\"", "region"),
         ] {
             let error = one(deployment).unwrap_or_else(|| panic!("{deployment} was accepted"));
             assert!(

@@ -1,9 +1,10 @@
 //! `sluice-origin simulate`: the simulated provider as a stand-alone
 //! OpenAI-compatible upstream (any model name, no keys), for benchmarks and
 //! for trying fallbacks and key rotation against a real HTTP upstream. It
-//! also answers Azure OpenAI's deployment paths and the Gemini API's
-//! non-streamed `generateContent` (text), so that what translating to each
-//! provider's format costs can be measured against the same upstream. Its
+//! also answers Azure OpenAI's deployment paths, the Gemini API's
+//! non-streamed `generateContent` and Bedrock's non-streamed `converse`
+//! (text; the SigV4 signature is not checked), so that what translating to
+//! each provider's format costs can be measured against the same upstream. Its
 //! failures are the configured ones (`[simulated]`): 429 with `Retry-After`,
 //! and 5xx. Each request is one provider call: no retries, no coalescing.
 
@@ -90,6 +91,7 @@ pub fn app(config: SimulatedConfig) -> Router {
         )
         .route("/openai/v1/chat/completions", post(chat_completions))
         .route("/v1beta/models/{call}", post(gemini_generate))
+        .route("/model/{model}/converse", post(bedrock_converse))
         .with_state(service(config))
 }
 
@@ -145,39 +147,17 @@ async fn azure_chat_completions(
     chat_completions(state, body).await
 }
 
-/// Gemini's `generateContent`, text only: the last user text is answered
-/// by the simulated model, and the answer sent in Gemini's shape.
-async fn gemini_generate(
-    State(generation): State<GenerationService>,
-    Path(call): Path<String>,
+/// The simulated model's answer to one user text, and its usage.
+async fn answer_text(
+    generation: &GenerationService,
+    text: &str,
     body: Bytes,
-) -> Result<Response, ApiError> {
-    let (model, method) = call.split_once(':').unwrap_or((call.as_str(), ""));
-    if method != "generateContent" {
-        return Err(ApiError::NotFound);
-    }
-    let asked: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
-            message: format!("the body is not JSON: {e}"),
-            param: None,
-        })?;
-    let text = asked["contents"]
-        .as_array()
-        .and_then(|c| c.iter().rev().find(|c| c["role"] != "model"))
-        .and_then(|c| c["parts"].as_array())
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+) -> Result<(String, crate::openai::Usage), ApiError> {
     let request = crate::openai::ChatRequest::new(
         ALIAS.into(),
         vec![crate::openai::ChatMessage::text_message(
             crate::openai::Role::User,
-            &text,
+            text,
         )],
     );
     let generate = Generate {
@@ -189,10 +169,71 @@ async fn gemini_generate(
         refuses_cache: false,
     };
     let completion = generation.complete(generate).await?;
-    let usage = completion.body.usage().unwrap_or_default();
+    Ok((
+        completion.body.text(),
+        completion.body.usage().unwrap_or_default(),
+    ))
+}
+
+fn json_body(body: &Bytes) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest {
+        message: format!("the body is not JSON: {e}"),
+        param: None,
+    })
+}
+
+/// The text of the last message not written by `not_role`.
+fn last_text(messages: &serde_json::Value, not_role: &str, parts: &str) -> String {
+    messages
+        .as_array()
+        .and_then(|c| c.iter().rev().find(|c| c["role"] != not_role))
+        .and_then(|c| c[parts].as_array())
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Bedrock's `converse`, text only, in Converse's shape.
+async fn bedrock_converse(
+    State(generation): State<GenerationService>,
+    Path(_model): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let asked = json_body(&body)?;
+    let text = last_text(&asked["messages"], "assistant", "content");
+    let (answer, usage) = answer_text(&generation, &text, body).await?;
+    Ok(Json(serde_json::json!({
+        "output": { "message": { "role": "assistant", "content": [{ "text": answer }] } },
+        "stopReason": "end_turn",
+        "usage": { "inputTokens": usage.prompt_tokens, "outputTokens": usage.completion_tokens,
+            "totalTokens": usage.total_tokens },
+        "metrics": { "latencyMs": 1 },
+    }))
+    .into_response())
+}
+
+/// Gemini's `generateContent`, text only: the last user text is answered
+/// by the simulated model, and the answer sent in Gemini's shape.
+async fn gemini_generate(
+    State(generation): State<GenerationService>,
+    Path(call): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (model, method) = call.split_once(':').unwrap_or((call.as_str(), ""));
+    if method != "generateContent" {
+        return Err(ApiError::NotFound);
+    }
+    let asked = json_body(&body)?;
+    let text = last_text(&asked["contents"], "model", "parts");
+    let (answer, usage) = answer_text(&generation, &text, body).await?;
     Ok(Json(serde_json::json!({
         "candidates": [{ "index": 0, "finishReason": "STOP",
-            "content": { "role": "model", "parts": [{ "text": completion.body.text() }] } }],
+            "content": { "role": "model", "parts": [{ "text": answer }] } }],
         "usageMetadata": { "promptTokenCount": usage.prompt_tokens,
             "candidatesTokenCount": usage.completion_tokens, "totalTokenCount": usage.total_tokens },
         "modelVersion": model,

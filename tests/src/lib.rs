@@ -391,3 +391,57 @@ pub async fn wait_for_job(edge: &str, key: &str, id: &str, until: &[&str]) -> se
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The test AWS Bedrock (tests/sdk/bedrock_upstream.py: SigV4 checked with
+/// botocore, Converse bodies with botocore's service model), killed on drop.
+/// `anthropic_backend` answers its Claude models' InvokeModel calls.
+pub struct TestBedrock {
+    process: Child,
+    pub base: String,
+}
+
+impl TestBedrock {
+    pub fn start(anthropic_backend: Option<&str>) -> TestBedrock {
+        use std::io::BufRead;
+        let mut command = Command::new("python3");
+        command.arg(repo().join("tests/sdk/bedrock_upstream.py"));
+        if let Some(backend) = anthropic_backend {
+            command.args(["--anthropic-backend", backend]);
+        }
+        let mut process = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting python3: {e}"));
+        let mut line = String::new();
+        if let Some(stdout) = process.stdout.take() {
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        }
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("the test Bedrock did not start: {line:?}"));
+        TestBedrock {
+            process,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// What each call carried, and the STS sessions asked for.
+    pub async fn seen(&self) -> serde_json::Value {
+        let answer = reqwest::get(format!("{}/_seen", self.base)).await;
+        match answer.and_then(|r| r.error_for_status()) {
+            Ok(answer) => answer
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("the test Bedrock's record: {e}")),
+            Err(e) => panic!("the test Bedrock's record: {e}"),
+        }
+    }
+}
+
+impl Drop for TestBedrock {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

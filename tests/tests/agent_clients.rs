@@ -542,6 +542,82 @@ async fn claude_code_sessions_with_screenshots_on_both_formats() {
     assert_eq!(images, 3, "every screenshot of the session");
 }
 
+/// Claude Code on Claude through AWS Bedrock: Sluice sends its Messages
+/// calls to `InvokeModel` (SigV4-signed, event-stream answers) at the test
+/// Bedrock, which checks them as Bedrock does and has the scripted
+/// Anthropic upstream answer, as Bedrock has Claude answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_sessions_on_claude_through_bedrock() {
+    let up = Upstream::start().await;
+    let bedrock = sluice_e2e::TestBedrock::start(Some(&up.anthropic_base()));
+    let path = std::env::temp_dir().join(format!("sluice-agent-bedrock-{}.toml", up.addr.port()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[routing]
+attempts = 1
+
+[[models]]
+name = "claude-bedrock-test"
+[[models.deployments]]
+provider = "bedrock"
+base_url = "{}"
+region = "us-east-1"
+model = "us.anthropic.claude-bedrock-upstream"
+aws = {{ access_key_id = "AKIDSLUICETEST", secret_access_key_env = "TEST_AWS_SECRET" }}
+"#,
+            bedrock.base
+        ),
+    )
+    .unwrap();
+    let stack = Stack::start(Options {
+        origin_env: vec![
+            ("SLUICE_CONFIG", path.display().to_string()),
+            ("TEST_AWS_SECRET", "sluice-test-secret/with+chars".into()),
+        ],
+        api_keys: vec![(KEY.into(), "agent-tester".into(), "admin")],
+        ..Options::default()
+    })
+    .await;
+    let (first, second) = screenshot_session(&stack, "claude-bedrock-test").await;
+    assert!(
+        first.starts_with("Done after 2 tool rounds") && first.contains("the build is green"),
+        "{first}"
+    );
+    assert!(
+        second.starts_with("Done after 1 tool rounds") && second.matches("[image/").count() == 2,
+        "both screenshots reached the model: {second}"
+    );
+    let requests = seen(&up, "us.anthropic.claude-bedrock-upstream");
+    // Claude Code's thinking setting reached Claude as it sent it, and each
+    // turn of the loop carried the signed thinking Claude gave, which came
+    // back through Bedrock's event stream.
+    assert!(requests.iter().all(|r| r["thinking"].is_object()));
+    let signed_loops = requests
+        .iter()
+        .filter(|r| {
+            r["messages"].as_array().unwrap().iter().any(|m| {
+                m["role"] == "assistant"
+                    && m["content"][0]["type"] == "thinking"
+                    && m["content"][0]["signature"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty())
+            })
+        })
+        .count();
+    assert!(signed_loops >= 2, "{signed_loops} of {}", requests.len());
+    let calls = bedrock.seen().await;
+    let invoked: Vec<&Value> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "invoke-with-response-stream")
+        .collect();
+    assert!(invoked.len() >= 3, "{}", invoked.len());
+    assert!(invoked.iter().all(|c| c["auth"]["kind"] == "sigv4"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_keeps_working_across_a_fallback_mid_loop() {
     let (up, stack) = start().await;

@@ -77,6 +77,7 @@ fn provider_name(kind: ProviderKind) -> Option<&'static str> {
         ProviderKind::Anthropic => Some("anthropic"),
         ProviderKind::Gemini => Some("gemini"),
         ProviderKind::Vertex => Some("vertex"),
+        ProviderKind::Bedrock => Some("bedrock"),
         ProviderKind::Simulated => None,
     }
 }
@@ -84,8 +85,24 @@ fn provider_name(kind: ProviderKind) -> Option<&'static str> {
 impl Catalog {
     /// The entry for `model` on `kind`; Azure deployments and Vertex models
     /// fall back to the same model's OpenAI or Gemini entry, and a dated
-    /// name (`claude-sonnet-4-5-20250929`) is found as given.
+    /// name (`claude-sonnet-4-5-20250929`) is found as given. A Bedrock
+    /// cross-region inference profile (`us.anthropic.claude-...`) or its ARN
+    /// falls back to the model it serves.
     pub fn lookup(&self, kind: ProviderKind, model: &str) -> Option<&CatalogModel> {
+        if kind == ProviderKind::Bedrock {
+            let id = model.rsplit('/').next().unwrap_or(model);
+            let base = id
+                .split_once('.')
+                .filter(|(prefix, _)| {
+                    ["us", "eu", "apac", "global", "jp", "au", "ca", "us-gov"].contains(prefix)
+                })
+                .map(|(_, rest)| rest);
+            return [model, id]
+                .into_iter()
+                .chain(base)
+                .find_map(|m| self.index.get(&("bedrock".to_string(), m.to_string())))
+                .map(|&i| &self.models[i]);
+        }
         let provider = provider_name(kind)?;
         let fallback = match kind {
             ProviderKind::Azure => Some("openai"),
@@ -170,5 +187,22 @@ mod tests {
                 .lookup(ProviderKind::Simulated, "gemini-2.5-flash")
                 .is_none()
         );
+        // A Bedrock inference profile, by id or ARN, is priced as its model.
+        let direct = catalog
+            .lookup(
+                ProviderKind::Bedrock,
+                "anthropic.claude-opus-4-1-20250805-v1:0",
+            )
+            .unwrap();
+        for profile in [
+            "global.anthropic.claude-opus-4-1-20250805-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/apac.anthropic.claude-opus-4-1-20250805-v1:0",
+        ] {
+            let found = catalog.lookup(ProviderKind::Bedrock, profile).unwrap();
+            assert_eq!(
+                found.price_per_million.input, direct.price_per_million.input,
+                "{profile}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! upstream's answer as it came, another provider's translated.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod google;
 pub mod openai_compat;
 pub mod simulated;

@@ -36,9 +36,18 @@ pub async fn check_status(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
+    // AWS names the error in a header (`ThrottlingException:http://...`).
+    let aws_error = response
+        .headers()
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).to_string());
     let text = response.text().await.unwrap_or_default();
     let retry_after = retry_after.or_else(|| retry_info(&text));
-    let message = error_message(&text);
+    let message = match aws_error {
+        Some(kind) => format!("{kind}: {}", error_message(&text)),
+        None => error_message(&text),
+    };
     Err(match status {
         429 => ProviderError::RateLimited {
             retry_after,
@@ -117,7 +126,7 @@ fn error_message(text: &str) -> String {
     let parsed = serde_json::from_str::<serde_json::Value>(text).ok();
     let message = parsed
         .as_ref()
-        .and_then(|v| v.pointer("/error/message"))
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
         .and_then(|m| m.as_str())
         .unwrap_or(text);
     let message = match parsed.as_ref().and_then(|v| v.pointer("/error/code")) {

@@ -8,6 +8,7 @@ use crate::catalog::{self, PriceSource};
 use crate::config::{Config, DeploymentConfig, ProviderKind};
 use crate::provider::Provider;
 use crate::provider::anthropic::Anthropic;
+use crate::provider::bedrock::{AwsCredentialsError, Bedrock, CredentialSource};
 use crate::provider::google::{self, Google};
 use crate::provider::openai_compat::{Dialect, OpenAiCompatible};
 use crate::provider::simulated::Simulated;
@@ -28,6 +29,11 @@ pub enum EngineError {
     Credentials {
         deployment: String,
         source: CredentialsError,
+    },
+    #[error("deployment `{deployment}`: {source}")]
+    AwsCredentials {
+        deployment: String,
+        source: AwsCredentialsError,
     },
 }
 
@@ -66,6 +72,9 @@ impl Engine {
         let mut google_tokens: HashMap<Option<std::path::PathBuf>, Arc<TokenSource>> =
             HashMap::new();
         let mut entra_tokens: HashMap<[String; 4], Arc<TokenSource>> = HashMap::new();
+        // Bedrock deployments with the same AWS credentials (an assumed
+        // role's are renewed) share them.
+        let mut aws_credentials: HashMap<String, Arc<CredentialSource>> = HashMap::new();
         let mut models = HashMap::new();
         for model in &config.models {
             let deployments = model
@@ -159,6 +168,30 @@ impl Engine {
                                     token,
                                 },
                             ))
+                        }
+                        ProviderKind::Bedrock => {
+                            let region = d.region.clone().unwrap_or_default();
+                            // Bedrock API keys (the deployment's `keys`) need no AWS credentials.
+                            let signing =
+                                if d.keys.is_empty() {
+                                    let source = CredentialSource::resolve(
+                                        client.clone(),
+                                        d.aws.as_ref(),
+                                        &region,
+                                    )
+                                    .map_err(|source| EngineError::AwsCredentials {
+                                        deployment: name.clone(),
+                                        source,
+                                    })?;
+                                    Some(Arc::clone(
+                                        aws_credentials
+                                            .entry(source.identity())
+                                            .or_insert_with(|| Arc::new(source)),
+                                    ))
+                                } else {
+                                    None
+                                };
+                            Arc::new(Bedrock::new(client.clone(), base_url, &region, signing))
                         }
                     };
                     let keys = d.keys.clone();

@@ -7,7 +7,10 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{DEFAULT_MAX_TOKENS, fit_thinking, max_tokens_with_thinking, translate_request};
+pub use request::{
+    DEFAULT_MAX_TOKENS, STRUCTURED_OUTPUT_TOOL, fit_thinking, max_tokens_with_thinking,
+    translate_request,
+};
 pub use response::{finish_reason, translate_response, usage};
 
 use super::wire::{check_status, events, send_error};
@@ -18,7 +21,7 @@ use crate::openai::{ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
-use stream::StreamState;
+pub use stream::StreamState;
 
 const API_VERSION: &str = "2023-06-01";
 
@@ -75,7 +78,7 @@ fn protocol(e: impl std::fmt::Display) -> ProviderError {
 /// own thinking blocks pass as sent; only what an earlier turn on another
 /// provider left in the history that Anthropic would refuse is fitted
 /// ([`fit_thinking`]): after a fallback mid-loop, the session goes on.
-fn native_body(call: Call<'_>, body: &Map<String, Value>) -> Value {
+pub fn native_body(call: Call<'_>, body: &Map<String, Value>) -> Value {
     let mut body = body.clone();
     body.insert("model".into(), Value::String(call.model.to_string()));
     let mut body = Value::Object(body);

@@ -45,6 +45,11 @@ impl StreamState {
 
     pub fn on_event(&mut self, kind: &str, data: &str) -> Result<Vec<ChatChunk>, ProviderError> {
         let event: Value = serde_json::from_str(data).map_err(protocol)?;
+        self.on_value(kind, &event)
+    }
+
+    /// [`StreamState::on_event`] for an event already parsed (Bedrock's).
+    pub fn on_value(&mut self, kind: &str, event: &Value) -> Result<Vec<ChatChunk>, ProviderError> {
         let mut out = Vec::new();
         match kind {
             "message_start" => {
@@ -116,7 +121,11 @@ impl StreamState {
                 }
             }
             "message_delta" => {
-                if let Some(n) = event
+                if event.pointer("/usage/input_tokens").is_some() {
+                    // The whole usage again (Anthropic lately; always from
+                    // Bedrock's Converse, which counts input only at the end).
+                    self.usage = usage(&event["usage"]);
+                } else if let Some(n) = event
                     .pointer("/usage/output_tokens")
                     .and_then(Value::as_u64)
                 {
