@@ -111,6 +111,15 @@ model = "amazon.titan-embed-text-v2:0"
 {web_identity}
 
 [[models]]
+name = "bedrock-throttled"
+[[models.deployments]]
+provider = "bedrock"
+base_url = "{bedrock}"
+region = "us-east-1"
+model = "amazon.nova-throttled-v1:0"
+{access_key}
+
+[[models]]
 name = "flaky"
 [[models.deployments]]
 name = "bedrock-first"
@@ -279,6 +288,17 @@ async fn sdks_work_on_bedrock_through_the_edge() {
             .iter()
             .all(|c| c["auth"]["kind"] == "api-key")
     );
+
+    // Bedrock's ThrottlingException rests the deployment: the client gets
+    // the gateway's 429 with a Retry-After, as for any provider's 429.
+    let throttled = post(
+        "/v1/chat/completions",
+        json!({ "model": "bedrock-throttled", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
 
     // A stream that fails after its first text: the client sees the
     // exception's reason in an error event; the breaker opens and the next

@@ -305,6 +305,38 @@ mod tests {
         assert!(parse_assumed("<Error/>").is_err());
     }
 
+    #[test]
+    fn a_configured_key_needs_its_secret_in_the_environment() {
+        let config = AwsConfig {
+            access_key_id: Some("AKID".into()),
+            secret_access_key_env: Some("SLUICE_UNIT_TEST_UNSET_AWS_SECRET".into()),
+            ..AwsConfig::default()
+        };
+        let error = CredentialSource::resolve(reqwest::Client::new(), Some(&config), "us-east-1")
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("SLUICE_UNIT_TEST_UNSET_AWS_SECRET"),
+            "{error}"
+        );
+        let role = AwsConfig {
+            role_arn: Some("arn:aws:iam::1:role/r".into()),
+            web_identity_token_file: Some("/var/run/token".into()),
+            ..AwsConfig::default()
+        };
+        let source =
+            CredentialSource::resolve(reqwest::Client::new(), Some(&role), "eu-west-1").unwrap();
+        match source {
+            CredentialSource::WebIdentity(web) => {
+                assert_eq!(web.sts_url, "https://sts.eu-west-1.amazonaws.com");
+                assert_eq!(web.session_name, "sluice");
+            }
+            CredentialSource::Static(_) => panic!("a role was configured"),
+        }
+    }
+
     #[tokio::test]
     async fn signs_with_a_session_token_when_it_has_one() {
         let source = CredentialSource::Static(Credentials::new(
