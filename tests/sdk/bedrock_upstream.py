@@ -267,6 +267,8 @@ def check_converse(operation, model_id, body):
     inference = body.get("inferenceConfig", {})
     if not 0 <= inference.get("temperature", 0) <= 1:
         raise validation("inferenceConfig.temperature must be between 0 and 1")
+    if "claude" in model_id:
+        check_betas(model_id, body.get("additionalModelRequestFields", {}).get("anthropic_beta", []), [])
     thinking = body.get("additionalModelRequestFields", {}).get("thinking")
     if thinking and thinking.get("type") == "enabled":
         if "claude" not in model_id:
@@ -284,7 +286,26 @@ def check_converse(operation, model_id, body):
                                  "`thinking` is enabled, a final `assistant` message must start with a thinking block")
 
 
-def check_invoke(body):
+# The beta flags Bedrock takes for Claude (AWS's documentation, and Claude
+# Code's own, which Bedrock accepts); Claude Opus 4.7 takes only interleaved
+# thinking. Anything else is refused whole, as Bedrock does.
+BETAS = {"claude-code-20250219", "computer-use-2024-10-22", "computer-use-2025-01-24",
+         "token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14", "output-128k-2025-02-19",
+         "dev-full-thinking-2025-05-14", "context-1m-2025-08-07", "context-management-2025-06-27",
+         "effort-2025-11-24", "tool-search-tool-2025-10-19", "tool-examples-2025-10-29"}
+
+
+def check_betas(model_id, betas, tools):
+    accepted = {"interleaved-thinking-2025-05-14"} if "opus-4-7" in model_id else BETAS
+    if not isinstance(betas, list) or any(b not in accepted for b in betas):
+        raise validation("The model returned the following errors: invalid beta flag")
+    for i, tool in enumerate(tools or []):
+        if "defer_loading" in tool and "tool-search-tool-2025-10-19" not in betas:
+            raise validation(f"The model returned the following errors: tools.{i}.custom.defer_loading: "
+                             "Extra inputs are not permitted")
+
+
+def check_invoke(body, model_id=""):
     for field in ("model", "stream"):
         if field in body:
             raise validation(f"Malformed input request: #: extraneous key [{field}] is not permitted, please "
@@ -300,6 +321,7 @@ def check_invoke(body):
                              "your input and try again.")
     if not isinstance(body.get("anthropic_beta", []), list):
         raise validation("Malformed input request: #/anthropic_beta: expected type: JSONArray")
+    check_betas(model_id, body.get("anthropic_beta", []), body.get("tools"))
 
 
 # --- the scripted model ------------------------------------------------------
@@ -472,7 +494,7 @@ class Handler(BaseHTTPRequestHandler):
             if action == "count-tokens":
                 invoke = request.get("input", {}).get("invokeModel")
                 if invoke:
-                    check_invoke(dict(json.loads(base64.b64decode(invoke["body"])), max_tokens=1))
+                    check_invoke(dict(json.loads(base64.b64decode(invoke["body"])), max_tokens=1), model_id)
                 return self.send(200, {"inputTokens": len(body) // 4})
             if "embed" in model_id:
                 text = request.get("inputText")
@@ -481,7 +503,7 @@ class Handler(BaseHTTPRequestHandler):
                 digest = hashlib.sha256(text.encode()).digest()
                 return self.send(200, {"embedding": [b / 255 for b in digest[:3]],
                                        "inputTextTokenCount": len(text.split())})
-            check_invoke(request)
+            check_invoke(request, model_id)
             if BACKEND and "claude" in model_id:
                 return self.from_backend(model_id, request, action == "invoke-with-response-stream")
             content, stop = converse_answer(model_id, invoke_as_converse(request))

@@ -111,6 +111,15 @@ model = "amazon.titan-embed-text-v2:0"
 {web_identity}
 
 [[models]]
+name = "bedrock-opus"
+[[models.deployments]]
+provider = "bedrock"
+base_url = "{bedrock}"
+region = "us-east-1"
+model = "global.anthropic.claude-opus-4-7"
+{access_key}
+
+[[models]]
 name = "bedrock-throttled"
 [[models.deployments]]
 provider = "bedrock"
@@ -237,6 +246,31 @@ async fn sdks_work_on_bedrock_through_the_edge() {
     .await
     .unwrap();
     assert_eq!(profile.status(), 200, "{}", profile.text().await.unwrap());
+    // Beta flags: one Bedrock never takes is dropped and said; a model that
+    // refuses the rest gets the call again without them, and that is said.
+    let beta = |model: &str| {
+        client
+            .post(format!("{}/v1/messages", stack.edge))
+            .header("x-api-key", DEMO_KEY)
+            .header("anthropic-beta", "oauth-2025-04-20,context-1m-2025-08-07")
+            .json(&json!({ "model": model, "max_tokens": 50, "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+    };
+    let kept = beta("bedrock-claude").await.unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_eq!(
+        kept.headers()["x-sluice-adjusted"],
+        "anthropic_beta:oauth-2025-04-20 dropped (Bedrock does not take it)"
+    );
+    let refused = beta("bedrock-opus").await.unwrap();
+    assert_eq!(refused.status(), 200);
+    assert!(
+        refused.headers()["x-sluice-adjusted"]
+            .to_str()
+            .unwrap()
+            .contains("anthropic_beta:dropped (the model refused them)")
+    );
+
     // Bedrock's CountTokens answers count_tokens.
     let counted = post(
         "/v1/messages/count_tokens",

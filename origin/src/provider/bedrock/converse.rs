@@ -169,13 +169,11 @@ pub fn converse_request(
             call.adjust(format!("{field}:dropped"));
         }
     }
-    if anthropic && let Some(beta) = call.beta {
-        let betas: Vec<&str> = beta
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .collect();
-        additional.insert("anthropic_beta".into(), json!(betas));
+    if anthropic {
+        let betas = super::betas(call);
+        if !betas.is_empty() {
+            additional.insert("anthropic_beta".into(), json!(betas));
+        }
     }
     // Bedrock's own fields (`guardrailConfig`, `performanceConfig`,
     // `promptVariables`, more `additionalModelRequestFields`), as given.

@@ -33,6 +33,69 @@ use std::sync::Arc;
 /// What `InvokeModel` expects in a Claude body instead of the header.
 const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
+/// The `anthropic-beta` flags Bedrock takes for Claude (AWS's documentation
+/// of the Messages API on Bedrock, and `claude-code-20250219`, which Claude
+/// Code sends and Bedrock accepts). Bedrock refuses a whole request that
+/// names any other ("invalid beta flag"), so the others are dropped, and said.
+const BEDROCK_BETAS: &[&str] = &[
+    "claude-code-20250219",
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "output-128k-2025-02-19",
+    "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "effort-2025-11-24",
+    "tool-search-tool-2025-10-19",
+    "tool-examples-2025-10-29",
+];
+
+/// What Bedrock says of a beta flag a model does not take (some models take
+/// fewer than the list above).
+const INVALID_BETA: &str = "invalid beta flag";
+
+/// The client's beta flags that Bedrock takes; the others noted as dropped.
+fn betas(call: Call<'_>) -> Vec<String> {
+    let mut kept = Vec::new();
+    for flag in call
+        .beta
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+    {
+        if BEDROCK_BETAS.contains(&flag) {
+            kept.push(flag.to_string());
+        } else {
+            call.adjust(format!(
+                "anthropic_beta:{flag} dropped (Bedrock does not take it)"
+            ));
+        }
+    }
+    kept
+}
+
+/// Takes the beta flags out of a body (`InvokeModel`'s, or Converse's
+/// additional fields) and the tool fields that only mean something with
+/// one (`defer_loading`, tool search's); whether there were any.
+fn strip_betas(body: &mut Value) -> bool {
+    let Some(fields) = body.as_object_mut() else {
+        return false;
+    };
+    let mut found = fields.remove("anthropic_beta").is_some();
+    if let Some(Value::Object(additional)) = fields.get_mut("additionalModelRequestFields") {
+        found |= additional.remove("anthropic_beta").is_some();
+    }
+    if let Some(Value::Array(tools)) = fields.get_mut("tools") {
+        for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
+            tool.remove("defer_loading");
+        }
+    }
+    found
+}
+
 /// What a model id may not hold unescaped in the URL path (an inference
 /// profile's ARN has `:` and `/`).
 const MODEL_ID: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -89,8 +152,36 @@ impl Bedrock {
         }
     }
 
-    /// POSTs `body` to `/model/{model}/{action}`, signed.
+    /// POSTs `body` to `/model/{model}/{action}`, signed. A model that
+    /// refuses a beta flag Bedrock otherwise takes gets the request again
+    /// without any, once, and the client is told.
     async fn send(
+        &self,
+        call: Call<'_>,
+        action: &str,
+        body: &Value,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        match self.send_once(call, action, body, stream).await {
+            Err(ProviderError::Rejected {
+                status: 400,
+                message,
+            }) if message.contains(INVALID_BETA) => {
+                let mut plain = body.clone();
+                if !strip_betas(&mut plain) {
+                    return Err(ProviderError::Rejected {
+                        status: 400,
+                        message,
+                    });
+                }
+                call.adjust("anthropic_beta:dropped (the model refused them)");
+                self.send_once(call, action, &plain, stream).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
         &self,
         call: Call<'_>,
         action: &str,
@@ -198,13 +289,19 @@ impl Bedrock {
             fields
                 .entry("anthropic_version")
                 .or_insert_with(|| json!(ANTHROPIC_VERSION));
-            if let Some(beta) = call.beta {
-                let betas: Vec<&str> = beta
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|b| !b.is_empty())
-                    .collect();
+            let betas = betas(call);
+            if !betas.is_empty() {
                 fields.insert("anthropic_beta".into(), json!(betas));
+            }
+            // Tool search's deferred tools, which Bedrock refuses without its beta.
+            if !betas.iter().any(|b| b == "tool-search-tool-2025-10-19")
+                && let Some(Value::Array(tools)) = fields.get_mut("tools")
+            {
+                for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
+                    if tool.remove("defer_loading").is_some() {
+                        call.adjust("tools.defer_loading:dropped (no tool search beta)");
+                    }
+                }
             }
         }
         native
@@ -422,7 +519,7 @@ mod tests {
         let call = Call {
             model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
             key: None,
-            beta: Some("interleaved-thinking-2025-05-14, context-1m-2025-08-07"),
+            beta: Some("interleaved-thinking-2025-05-14, oauth-2025-04-20, context-1m-2025-08-07"),
             limits: None,
             adjusted: Some(&adjusted),
         };
@@ -440,6 +537,14 @@ mod tests {
             invoke["messages"][0]["content"][0]["cache_control"]["type"],
             "ephemeral"
         );
+        assert_eq!(
+            adjusted.take(),
+            ["anthropic_beta:oauth-2025-04-20 dropped (Bedrock does not take it)"]
+        );
+        let mut retried = invoke.clone();
+        assert!(strip_betas(&mut retried));
+        assert!(retried.get("anthropic_beta").is_none());
+        assert!(!strip_betas(&mut retried));
         assert!(is_claude(call.model));
         assert!(!is_claude("amazon.nova-pro-v1:0"));
     }
