@@ -323,6 +323,61 @@ async fn sdks_work_on_bedrock_through_the_edge() {
             .all(|c| c["auth"]["kind"] == "api-key")
     );
 
+    // Conversations and jobs reach Bedrock through the same service.
+    let conversation: Value = post("/v1/conversations", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = conversation["id"].as_str().unwrap();
+    for turn in ["hello", "and again"] {
+        let reply = post(
+            &format!("/v1/conversations/{id}/messages"),
+            json!({ "content": turn, "model": "bedrock-nova" }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status(), 201);
+        let reply: Value = reply.json().await.unwrap();
+        assert!(
+            reply["message"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("amazon.nova-pro-v1:0"),
+            "{reply}"
+        );
+    }
+    let job: Value = post(
+        "/v1/jobs",
+        json!({ "model": "bedrock-llama", "messages": [{ "role": "user", "content": "later" }] }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let done = sluice_e2e::wait_for_job(
+        &stack.edge,
+        DEMO_KEY,
+        job["job_id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let seen = bedrock.seen().await;
+    let second_turn = calls(&seen, "amazon.nova-pro-v1:0", "converse")
+        .into_iter()
+        .rev()
+        .find(|c| c["body"].to_string().contains("and again"))
+        .unwrap();
+    assert_eq!(
+        second_turn["body"]["messages"].as_array().unwrap().len(),
+        3,
+        "the conversation's context: {}",
+        second_turn["body"]
+    );
+
     // Bedrock's ThrottlingException rests the deployment: the client gets
     // the gateway's 429 with a Retry-After, as for any provider's 429.
     let throttled = post(
