@@ -323,6 +323,48 @@ async fn sdks_work_on_bedrock_through_the_edge() {
             .all(|c| c["auth"]["kind"] == "api-key")
     );
 
+    // A chat tool loop with reasoning on Claude: Converse's signed reasoning
+    // comes back as thinking blocks, and the SDK-style echo of the assistant
+    // message puts it first in the tool-use turn, as Claude requires (the
+    // test Bedrock refuses the turn otherwise).
+    let tools = json!([{ "type": "function", "function": { "name": "lookup",
+        "parameters": { "type": "object", "properties": { "q": { "type": "string" } } } } }]);
+    let mut thinking_loop = vec![json!({ "role": "user", "content": "look up a and b" })];
+    let asked: Value = post(
+        "/v1/chat/completions",
+        json!({ "model": "bedrock-claude", "reasoning_effort": "low", "messages": thinking_loop, "tools": tools }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let message = asked["choices"][0]["message"].clone();
+    assert_eq!(message["reasoning_content"], "Let me think.", "{asked}");
+    assert_eq!(message["thinking_blocks"][0]["signature"], "sig-bedrock");
+    for call in message["tool_calls"].as_array().unwrap() {
+        thinking_loop
+            .push(json!({ "role": "tool", "tool_call_id": call["id"], "content": "found" }));
+    }
+    thinking_loop.insert(1, message);
+    let answered = post(
+        "/v1/chat/completions",
+        json!({ "model": "bedrock-claude", "reasoning_effort": "low", "messages": thinking_loop, "tools": tools }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answered.status(), 200, "{}", answered.text().await.unwrap());
+    let seen = bedrock.seen().await;
+    let second = &calls(&seen, CLAUDE, "converse").last().unwrap()["body"];
+    assert_eq!(
+        second["additionalModelRequestFields"]["thinking"]["type"],
+        "enabled"
+    );
+    assert_eq!(
+        second["messages"][1]["content"][0]["reasoningContent"]["reasoningText"]["signature"],
+        "sig-bedrock"
+    );
+
     // Conversations and jobs reach Bedrock through the same service.
     let conversation: Value = post("/v1/conversations", json!({}))
         .await
