@@ -30,6 +30,21 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
+    /// One vector of an upstream's JSON answer (an array of numbers).
+    pub fn vector(values: &serde_json::Value) -> Result<Vec<f32>, ProviderError> {
+        let unreadable = |what: &str| ProviderError::Protocol(format!("an embedding {what}"));
+        values
+            .as_array()
+            .ok_or_else(|| unreadable("that is not an array of numbers"))?
+            .iter()
+            .map(|v| {
+                v.as_f64()
+                    .map(|v| v as f32)
+                    .ok_or_else(|| unreadable("value that is not a number"))
+            })
+            .collect()
+    }
+
     /// The vectors of an answer, which must hold one per input.
     pub fn for_inputs(
         inputs: &[String],

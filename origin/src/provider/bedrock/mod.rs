@@ -402,7 +402,7 @@ impl Provider for Bedrock {
             let mut all = Vec::with_capacity(answers.len());
             let mut tokens = 0u64;
             for answer in &answers {
-                all.push(vector(&answer["embedding"])?);
+                all.push(Embeddings::vector(&answer["embedding"])?);
                 tokens += answer["inputTextTokenCount"].as_u64().unwrap_or(0);
             }
             Embeddings::for_inputs(inputs, all, Some(tokens as u32))
@@ -414,25 +414,12 @@ impl Provider for Bedrock {
     }
 }
 
-fn vector(values: &Value) -> Result<Vec<f32>, ProviderError> {
-    values
-        .as_array()
-        .ok_or_else(|| protocol("an embedding that is not an array"))?
-        .iter()
-        .map(|v| {
-            v.as_f64()
-                .map(|v| v as f32)
-                .ok_or_else(|| protocol("an embedding value that is not a number"))
-        })
-        .collect()
-}
-
 fn vectors(values: &Value) -> Result<Vec<Vec<f32>>, ProviderError> {
     values
         .as_array()
         .ok_or_else(|| protocol("embeddings that are not an array"))?
         .iter()
-        .map(vector)
+        .map(Embeddings::vector)
         .collect()
 }
 

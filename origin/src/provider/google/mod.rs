@@ -182,7 +182,7 @@ impl Provider for Google {
                     .map_or(&[][..], Vec::as_slice);
                 let vectors = predictions
                     .iter()
-                    .map(|p| vector(&p["embeddings"]["values"]))
+                    .map(|p| Embeddings::vector(&p["embeddings"]["values"]))
                     .collect::<Result<Vec<_>, _>>()?;
                 let tokens: u64 = predictions
                     .iter()
@@ -207,22 +207,9 @@ impl Provider for Google {
                 .as_array()
                 .map_or(&[][..], Vec::as_slice)
                 .iter()
-                .map(|e| vector(&e["values"]))
+                .map(|e| Embeddings::vector(&e["values"]))
                 .collect::<Result<Vec<_>, _>>()?;
             Embeddings::for_inputs(inputs, vectors, None)
         })
     }
-}
-
-fn vector(values: &Value) -> Result<Vec<f32>, ProviderError> {
-    values
-        .as_array()
-        .ok_or_else(|| protocol("an embedding without values"))?
-        .iter()
-        .map(|v| {
-            v.as_f64()
-                .map(|v| v as f32)
-                .ok_or_else(|| protocol("a value that is not a number"))
-        })
-        .collect()
 }
