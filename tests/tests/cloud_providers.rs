@@ -127,6 +127,16 @@ model = "text-embedding-005"
 credentials_file = "{service_account}"
 
 [[models]]
+name = "vertex-claude"
+[[models.deployments]]
+provider = "vertex"
+base_url = "{root}"
+project = "test-project"
+region = "us-east5"
+model = "claude-sonnet-4-5@20250929"
+credentials_file = "{service_account}"
+
+[[models]]
 name = "flaky"
 [[models.deployments]]
 name = "gemini-first"
@@ -171,6 +181,7 @@ async fn sdks_work_on_azure_gemini_and_vertex_through_the_edge() {
         &["gemini", "gemini-embed"],
         &["gemini3"],
         &["vertex", "vertex-embed"],
+        &["vertex-claude"],
     ] {
         run_sdks(&stack, args).await;
     }
@@ -207,8 +218,16 @@ async fn sdks_work_on_azure_gemini_and_vertex_through_the_edge() {
         v1_calls.iter().all(|s| s.key.as_deref() == Some("entra-1")),
         "one Entra token, reused"
     );
-    // Vertex's token too (one for both deployments on that service
-    // account): two tokens in all, for some ninety calls.
+    // Claude on Vertex: Messages and chat alike reached rawPredict /
+    // streamRawPredict of the anthropic publisher with Vertex's token.
+    let claude: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path == "/v1/messages" && s.model == "claude-sonnet-4-5@20250929")
+        .collect();
+    assert!(claude.len() >= 10, "{}", claude.len());
+    assert!(claude.iter().any(|s| s.stream));
+    // Vertex's token too (one for the three deployments on that service
+    // account): two tokens in all, for some hundred calls.
     assert_eq!(up.tokens_issued(), 2);
 
     // Gemini: the tool loop's second turn answers both calls in their order,

@@ -104,6 +104,20 @@ impl Catalog {
                 .map(|&i| &self.models[i]);
         }
         let provider = provider_name(kind)?;
+        if kind == ProviderKind::Vertex && model.starts_with("claude") {
+            // Claude on Vertex is named `claude-sonnet-4-5@20250929`; Anthropic's
+            // own entry (`claude-sonnet-4-5-20250929`) has its price.
+            let dated = model.replace('@', "-");
+            let undated = model.split('@').next().unwrap_or(model);
+            return [model, dated.as_str(), undated]
+                .into_iter()
+                .find_map(|m| {
+                    ["vertex", "anthropic"]
+                        .iter()
+                        .find_map(|p| self.index.get(&(p.to_string(), m.to_string())))
+                })
+                .map(|&i| &self.models[i]);
+        }
         let fallback = match kind {
             ProviderKind::Azure => Some("openai"),
             ProviderKind::Vertex => Some("gemini"),
@@ -186,6 +200,12 @@ mod tests {
             catalog
                 .lookup(ProviderKind::Simulated, "gemini-2.5-flash")
                 .is_none()
+        );
+        // Claude on Vertex is priced as Anthropic's model of that date.
+        assert!(
+            catalog
+                .lookup(ProviderKind::Vertex, "claude-sonnet-4-5@20250929")
+                .is_some()
         );
         // A Bedrock inference profile, by id or ARN, is priced as its model.
         let direct = catalog

@@ -157,17 +157,30 @@ impl Engine {
                                     token
                                 }
                             };
-                            Arc::new(Google::new(
-                                client.clone(),
-                                google::Endpoint::Vertex {
-                                    base_url: base_url.map(str::to_string).unwrap_or_else(|| {
-                                        google::Endpoint::vertex_base_url(&region)
-                                    }),
-                                    project: d.project.clone().unwrap_or_default(),
-                                    region,
+                            let base_url = base_url
+                                .map(str::to_string)
+                                .unwrap_or_else(|| google::Endpoint::vertex_base_url(&region));
+                            let project = d.project.clone().unwrap_or_default();
+                            let served = d.model.as_deref().unwrap_or(&model.name);
+                            if Anthropic::is_vertex_model(served) {
+                                Arc::new(Anthropic::vertex(
+                                    client.clone(),
+                                    &base_url,
+                                    &project,
+                                    &region,
                                     token,
-                                },
-                            ))
+                                ))
+                            } else {
+                                Arc::new(Google::new(
+                                    client.clone(),
+                                    google::Endpoint::Vertex {
+                                        base_url,
+                                        project,
+                                        region,
+                                        token,
+                                    },
+                                ))
+                            }
                         }
                         ProviderKind::Bedrock => {
                             let region = d.region.clone().unwrap_or_default();

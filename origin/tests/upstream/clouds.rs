@@ -46,7 +46,103 @@ pub fn routes(router: Router<Arc<Script>>) -> Router<Arc<Script>> {
             "/v1/projects/{project}/locations/{region}/publishers/google/models/{call}",
             post(vertex),
         )
+        .route(
+            "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
+            post(vertex_claude),
+        )
         .route("/token", post(google_token))
+}
+
+/// Claude on Vertex AI: `rawPredict` / `streamRawPredict` (and the
+/// `count-tokens` model's `rawPredict`) with Anthropic's body, the model in
+/// the URL and `anthropic_version: vertex-2023-10-16` in the body, as
+/// Google's reference for Claude on Vertex describes; answered by the
+/// Anthropic upstream (which records the call under `/v1/messages`, the
+/// bearer token as its key).
+async fn vertex_claude(
+    State(script): State<Arc<Script>>,
+    Path((project, region, call)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = match vertex_token(&script, &headers, &project, &region) {
+        Ok(token) => token,
+        Err(refused) => return *refused,
+    };
+    let refuse = |message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "type": "error",
+                "error": { "type": "invalid_request_error", "message": message } })),
+        )
+            .into_response()
+    };
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&body) else {
+        return refuse("The request body is not valid JSON.");
+    };
+    if request.remove("anthropic_version") != Some(json!("vertex-2023-10-16")) {
+        return refuse("anthropic_version: Input should be 'vertex-2023-10-16'");
+    }
+    let (model, method) = call.split_once(':').unwrap_or((call.as_str(), ""));
+    let streamed = request.get("stream") == Some(&json!(true));
+    match (model, method) {
+        ("count-tokens", "rawPredict") => {}
+        (_, "rawPredict") if !streamed => {}
+        (_, "streamRawPredict") if streamed => {}
+        _ => return refuse("stream must be true with streamRawPredict and absent with rawPredict"),
+    }
+    let mut forwarded = headers.clone();
+    forwarded.insert("anthropic-version", "2023-06-01".parse().unwrap());
+    forwarded.insert("x-api-key", token.parse().unwrap());
+    if model == "count-tokens" {
+        return super::anthropic_count_tokens(
+            forwarded,
+            Bytes::from(Value::Object(request).to_string()),
+        )
+        .await;
+    }
+    if request.contains_key("model") {
+        return refuse("model: Extra inputs are not permitted (the model is in the URL)");
+    }
+    request.insert("model".into(), json!(model));
+    super::anthropic_messages(
+        State(script),
+        forwarded,
+        Bytes::from(Value::Object(request).to_string()),
+    )
+    .await
+}
+
+/// The bearer token a Vertex call carries, if this upstream's token
+/// endpoint issued it, for the test project.
+fn vertex_token(
+    script: &Script,
+    headers: &HeaderMap,
+    project: &str,
+    region: &str,
+) -> Result<String, Box<Response>> {
+    let token = header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token.filter(|t| {
+        script
+            .issued_tokens
+            .lock()
+            .unwrap()
+            .contains(&t.to_string())
+    }) else {
+        return Err(Box::new(google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        )));
+    };
+    if project != "test-project" || region.is_empty() {
+        return Err(Box::new(google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission denied on resource project.",
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// The service account key file a Vertex deployment is configured with,
@@ -364,29 +460,10 @@ async fn vertex(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = header(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token.filter(|t| {
-        script
-            .issued_tokens
-            .lock()
-            .unwrap()
-            .contains(&t.to_string())
-    }) else {
-        return google_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-        );
-    };
-    if project != "test-project" || region.is_empty() {
-        return google_error(
-            StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
-            "Permission denied on resource project.",
-        );
+    match vertex_token(&script, &headers, &project, &region) {
+        Ok(token) => google_call(script, &call, query.as_deref(), Some(token), body, true).await,
+        Err(refused) => *refused,
     }
-    let token = token.to_string();
-    google_call(script, &call, query.as_deref(), Some(token), body, true).await
 }
 
 async fn google_call(

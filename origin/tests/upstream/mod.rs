@@ -646,8 +646,15 @@ async fn anthropic_messages(
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut frames = vec![event(
         "message_start",
-        json!({ "type": "message_start", "message": { "usage": { "input_tokens": 13, "output_tokens": 1 } } }),
+        json!({ "type": "message_start", "message": {
+            "id": "msg_test", "type": "message", "role": "assistant", "model": request["model"],
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": 13, "output_tokens": 1 } } }),
     )];
+    frames.push(event(
+        "content_block_start",
+        json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+    ));
     frames.push(event("ping", json!({ "type": "ping" })));
     for word in REPLY.split_inclusive(' ') {
         frames.push(event(
@@ -655,6 +662,10 @@ async fn anthropic_messages(
             json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": word } }),
         ));
     }
+    frames.push(event(
+        "content_block_stop",
+        json!({ "type": "content_block_stop", "index": 0 }),
+    ));
     frames.push(event(
         "message_delta",
         json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn" }, "usage": { "output_tokens": 6 } }),

@@ -2,6 +2,7 @@
 //! translated ([`request`]) and the answer and stream translated back
 //! ([`response`], [`stream`]); a client of Sluice's own `/v1/messages` is
 //! passed through natively ([`MessagesApi`]), with only the model name mapped.
+//! Served by Anthropic's API, or by Vertex AI for Claude on Google Cloud.
 
 mod request;
 mod response;
@@ -13,6 +14,7 @@ pub use request::{
 };
 pub use response::{finish_reason, translate_response, usage};
 
+use super::token::TokenSource;
 use super::wire::{check_status, events, send_error};
 use super::{
     Call, Embeddings, EventStream, MessagesApi, Provider, ProviderError, SseEvent, SseStream,
@@ -20,39 +22,69 @@ use super::{
 use crate::openai::{ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
+use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 pub use stream::StreamState;
 
 const API_VERSION: &str = "2023-06-01";
+/// What Vertex AI expects in the body of a Claude call instead of the header.
+const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// Where the Messages API is served.
+enum Host {
+    /// Anthropic's own API (`https://api.anthropic.com`, without `/v1`),
+    /// the key in `x-api-key`.
+    Anthropic { base_url: String },
+    /// Claude on Google Cloud's Vertex AI: `rawPredict` and
+    /// `streamRawPredict` of the model under the `anthropic` publisher, a
+    /// service account's token as the bearer, the model in the URL and the
+    /// version in the body.
+    Vertex {
+        base_url: String,
+        project: String,
+        region: String,
+        token: Arc<TokenSource>,
+    },
+}
 
 pub struct Anthropic {
     client: reqwest::Client,
-    /// `https://api.anthropic.com` (without `/v1`).
-    base_url: String,
+    host: Host,
 }
 
 impl Anthropic {
     pub fn new(client: reqwest::Client, base_url: &str) -> Anthropic {
         Anthropic {
             client,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            host: Host::Anthropic {
+                base_url: base_url.trim_end_matches('/').to_string(),
+            },
         }
     }
 
-    fn post(&self, path: &str, call: Call<'_>, body: &Value) -> reqwest::RequestBuilder {
-        let builder = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .header("anthropic-version", API_VERSION)
-            .json(body);
-        let builder = match call.beta {
-            Some(beta) => builder.header("anthropic-beta", beta),
-            None => builder,
-        };
-        match call.key {
-            Some(key) => builder.header("x-api-key", key),
-            None => builder,
+    /// Claude on Vertex AI (`base_url` as for Gemini on Vertex).
+    pub fn vertex(
+        client: reqwest::Client,
+        base_url: &str,
+        project: &str,
+        region: &str,
+        token: Arc<TokenSource>,
+    ) -> Anthropic {
+        Anthropic {
+            client,
+            host: Host::Vertex {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                project: project.to_string(),
+                region: region.to_string(),
+                token,
+            },
         }
+    }
+
+    /// Whether `model` on Vertex AI is Claude (`claude-sonnet-4-5@20250929`).
+    pub fn is_vertex_model(model: &str) -> bool {
+        model.starts_with("claude")
     }
 
     async fn send(
@@ -61,14 +93,69 @@ impl Anthropic {
         call: Call<'_>,
         body: &Value,
     ) -> Result<reqwest::Response, ProviderError> {
-        let response = self
-            .post(path, call, body)
-            .send()
-            .await
-            .map_err(send_error)?;
+        let builder = match &self.host {
+            Host::Anthropic { base_url } => {
+                let builder = self
+                    .client
+                    .post(format!("{base_url}{path}"))
+                    .header("anthropic-version", API_VERSION)
+                    .json(body);
+                match call.key {
+                    Some(key) => builder.header("x-api-key", key),
+                    None => builder,
+                }
+            }
+            Host::Vertex {
+                base_url,
+                project,
+                region,
+                token,
+            } => {
+                let prefix = format!(
+                    "{base_url}/v1/projects/{project}/locations/{region}/publishers/anthropic/models"
+                );
+                let mut body = body.clone();
+                let url = if path.ends_with("/count_tokens") {
+                    // Counting is its own model; the body names the one counted for.
+                    format!("{prefix}/count-tokens:rawPredict")
+                } else {
+                    let model = percent_encoding::utf8_percent_encode(call.model, MODEL);
+                    let method = if body["stream"] == true {
+                        "streamRawPredict"
+                    } else {
+                        "rawPredict"
+                    };
+                    if let Some(fields) = body.as_object_mut() {
+                        fields.remove("model");
+                    }
+                    format!("{prefix}/{model}:{method}")
+                };
+                if let Some(fields) = body.as_object_mut() {
+                    fields
+                        .entry("anthropic_version")
+                        .or_insert_with(|| Value::String(VERTEX_VERSION.into()));
+                }
+                self.client
+                    .post(url)
+                    .bearer_auth(token.bearer().await?.expose_secret())
+                    .json(&body)
+            }
+        };
+        let builder = match call.beta {
+            Some(beta) => builder.header("anthropic-beta", beta),
+            None => builder,
+        };
+        let response = builder.send().await.map_err(send_error)?;
         check_status(response, call).await
     }
 }
+
+/// What a model name may not hold unescaped in Vertex's URL path.
+const MODEL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'@');
 
 fn protocol(e: impl std::fmt::Display) -> ProviderError {
     ProviderError::Protocol(e.to_string())
@@ -88,7 +175,10 @@ pub fn native_body(call: Call<'_>, body: &Map<String, Value>) -> Value {
 
 impl Provider for Anthropic {
     fn kind(&self) -> &'static str {
-        "anthropic"
+        match self.host {
+            Host::Anthropic { .. } => "anthropic",
+            Host::Vertex { .. } => "vertex",
+        }
     }
 
     fn complete<'a>(
