@@ -82,6 +82,31 @@ fn provider_name(kind: ProviderKind) -> Option<&'static str> {
     }
 }
 
+/// The names a deployment's model may be listed under, most exact first: a
+/// Bedrock inference profile's ARN or cross-region id (`us.anthropic.claude-...`)
+/// also as the model it serves; Claude on Vertex (`claude-sonnet-4-5@20250929`)
+/// also under Anthropic's dated and undated names.
+fn aliases(kind: ProviderKind, model: &str) -> Vec<String> {
+    let mut names = vec![model.to_string()];
+    match kind {
+        ProviderKind::Bedrock => {
+            let id = model.rsplit('/').next().unwrap_or(model);
+            names.push(id.to_string());
+            if let Some((prefix, served)) = id.split_once('.')
+                && ["us", "eu", "apac", "global", "jp", "au", "ca", "us-gov"].contains(&prefix)
+            {
+                names.push(served.to_string());
+            }
+        }
+        ProviderKind::Vertex if model.starts_with("claude") => {
+            names.push(model.replace('@', "-"));
+            names.push(model.split('@').next().unwrap_or(model).to_string());
+        }
+        _ => {}
+    }
+    names
+}
+
 impl Catalog {
     /// The entry for `model` on `kind`; Azure deployments and Vertex models
     /// fall back to the same model's OpenAI or Gemini entry, and a dated
@@ -89,45 +114,22 @@ impl Catalog {
     /// cross-region inference profile (`us.anthropic.claude-...`) or its ARN
     /// falls back to the model it serves.
     pub fn lookup(&self, kind: ProviderKind, model: &str) -> Option<&CatalogModel> {
-        if kind == ProviderKind::Bedrock {
-            let id = model.rsplit('/').next().unwrap_or(model);
-            let base = id
-                .split_once('.')
-                .filter(|(prefix, _)| {
-                    ["us", "eu", "apac", "global", "jp", "au", "ca", "us-gov"].contains(prefix)
-                })
-                .map(|(_, rest)| rest);
-            return [model, id]
-                .into_iter()
-                .chain(base)
-                .find_map(|m| self.index.get(&("bedrock".to_string(), m.to_string())))
-                .map(|&i| &self.models[i]);
-        }
         let provider = provider_name(kind)?;
-        if kind == ProviderKind::Vertex && model.starts_with("claude") {
-            // Claude on Vertex is named `claude-sonnet-4-5@20250929`; Anthropic's
-            // own entry (`claude-sonnet-4-5-20250929`) has its price.
-            let dated = model.replace('@', "-");
-            let undated = model.split('@').next().unwrap_or(model);
-            return [model, dated.as_str(), undated]
-                .into_iter()
-                .find_map(|m| {
-                    ["vertex", "anthropic"]
-                        .iter()
-                        .find_map(|p| self.index.get(&(p.to_string(), m.to_string())))
-                })
-                .map(|&i| &self.models[i]);
-        }
-        let fallback = match kind {
+        let claude_on_vertex = kind == ProviderKind::Vertex && model.starts_with("claude");
+        // Where else the catalog lists the same model.
+        let also = match kind {
             ProviderKind::Azure => Some("openai"),
+            ProviderKind::Vertex if claude_on_vertex => Some("anthropic"),
             ProviderKind::Vertex => Some("gemini"),
             _ => None,
         };
-        [Some(provider), fallback]
-            .into_iter()
-            .flatten()
-            .find_map(|p| self.index.get(&(p.to_string(), model.to_string())))
-            .map(|&i| &self.models[i])
+        aliases(kind, model).iter().find_map(|name| {
+            [Some(provider), also]
+                .into_iter()
+                .flatten()
+                .find_map(|p| self.index.get(&(p.to_string(), name.clone())))
+                .map(|&i| &self.models[i])
+        })
     }
 
     pub fn len(&self) -> usize {

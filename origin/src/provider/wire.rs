@@ -7,6 +7,14 @@ use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use std::time::Duration;
 
+/// What a model name may not hold unescaped in a URL path segment (Google's
+/// `gemini-2.5-flash`, Vertex's `claude-sonnet-4-5@20250929`).
+pub const MODEL_IN_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'@');
+
 /// Longest upstream error text kept (it ends up in logs and client errors).
 const MAX_ERROR_TEXT: usize = 500;
 

@@ -15,7 +15,7 @@ pub use request::{
 pub use response::{finish_reason, translate_response, usage};
 
 use super::token::TokenSource;
-use super::wire::{check_status, events, send_error};
+use super::wire::{MODEL_IN_PATH, check_status, events, send_error};
 use super::{
     Call, Embeddings, EventStream, MessagesApi, Provider, ProviderError, SseEvent, SseStream,
 };
@@ -119,7 +119,7 @@ impl Anthropic {
                     // Counting is its own model; the body names the one counted for.
                     format!("{prefix}/count-tokens:rawPredict")
                 } else {
-                    let model = percent_encoding::utf8_percent_encode(call.model, MODEL);
+                    let model = percent_encoding::utf8_percent_encode(call.model, MODEL_IN_PATH);
                     let method = if body["stream"] == true {
                         "streamRawPredict"
                     } else {
@@ -150,13 +150,6 @@ impl Anthropic {
     }
 }
 
-/// What a model name may not hold unescaped in Vertex's URL path.
-const MODEL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'@');
-
 fn protocol(e: impl std::fmt::Display) -> ProviderError {
     ProviderError::Protocol(e.to_string())
 }
@@ -171,6 +164,19 @@ pub fn native_body(call: Call<'_>, body: &Map<String, Value>) -> Value {
     let mut body = Value::Object(body);
     fit_thinking(&mut body, &call);
     body
+}
+
+/// A Messages stream event relayed as Claude sent it; an `error` event (a
+/// failure after the 200) ends the stream as the deployment's failure.
+pub fn native_event(event: String, data: Value) -> Result<SseEvent, ProviderError> {
+    if event == "error" {
+        let message = data.pointer("/error/message").and_then(Value::as_str);
+        return Err(ProviderError::Unavailable {
+            status: 200,
+            message: message.unwrap_or("stream error").to_string(),
+        });
+    }
+    Ok(SseEvent { event, data })
 }
 
 impl Provider for Anthropic {
@@ -262,17 +268,7 @@ impl MessagesApi for Anthropic {
             let response = self.send("/v1/messages", call, &body).await?;
             let stream = events(response).and_then(|event| async move {
                 let data: Value = serde_json::from_str(&event.data).map_err(protocol)?;
-                if event.event == "error" {
-                    let message = data.pointer("/error/message").and_then(Value::as_str);
-                    return Err(ProviderError::Unavailable {
-                        status: 200,
-                        message: message.unwrap_or("stream error").to_string(),
-                    });
-                }
-                Ok(SseEvent {
-                    event: event.event,
-                    data,
-                })
+                native_event(event.event, data)
             });
             Ok(stream.boxed())
         })

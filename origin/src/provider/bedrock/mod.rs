@@ -88,12 +88,20 @@ fn strip_betas(body: &mut Value) -> bool {
     if let Some(Value::Object(additional)) = fields.get_mut("additionalModelRequestFields") {
         found |= additional.remove("anthropic_beta").is_some();
     }
+    drop_deferred_tools(fields);
+    found
+}
+
+/// Takes `defer_loading` off every tool (tool search's, which Bedrock
+/// refuses without that beta); whether any had it.
+fn drop_deferred_tools(fields: &mut Map<String, Value>) -> bool {
+    let mut dropped = false;
     if let Some(Value::Array(tools)) = fields.get_mut("tools") {
         for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
-            tool.remove("defer_loading");
+            dropped |= tool.remove("defer_loading").is_some();
         }
     }
-    found
+    dropped
 }
 
 /// What a model id may not hold unescaped in the URL path (an inference
@@ -293,15 +301,10 @@ impl Bedrock {
             if !betas.is_empty() {
                 fields.insert("anthropic_beta".into(), json!(betas));
             }
-            // Tool search's deferred tools, which Bedrock refuses without its beta.
             if !betas.iter().any(|b| b == "tool-search-tool-2025-10-19")
-                && let Some(Value::Array(tools)) = fields.get_mut("tools")
+                && drop_deferred_tools(fields)
             {
-                for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
-                    if tool.remove("defer_loading").is_some() {
-                        call.adjust("tools.defer_loading:dropped (no tool search beta)");
-                    }
-                }
+                call.adjust("tools.defer_loading:dropped (no tool search beta)");
             }
         }
         native
@@ -322,14 +325,7 @@ fn invoke_event(frame: Frame) -> Result<Option<SseEvent>, ProviderError> {
         .map_err(protocol)?;
     let data: Value = serde_json::from_slice(&decoded).map_err(protocol)?;
     let event = data["type"].as_str().unwrap_or_default().to_string();
-    if event == "error" {
-        let message = data.pointer("/error/message").and_then(Value::as_str);
-        return Err(ProviderError::Unavailable {
-            status: 200,
-            message: message.unwrap_or("stream error").to_string(),
-        });
-    }
-    Ok(Some(SseEvent { event, data }))
+    anthropic::native_event(event, data).map(Some)
 }
 
 impl Provider for Bedrock {

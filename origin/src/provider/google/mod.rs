@@ -12,7 +12,7 @@ pub use request::translate_request;
 pub use response::{StreamState, translate_response};
 
 use super::token::TokenSource;
-use super::wire::{check_status, events, send_error};
+use super::wire::{MODEL_IN_PATH, check_status, events, send_error};
 use super::{Call, Embeddings, EventStream, Provider, ProviderError};
 use crate::openai::{ChatRequest, ChatResponse};
 use futures::future::BoxFuture;
@@ -68,7 +68,7 @@ impl Google {
         method: &str,
         body: &Value,
     ) -> Result<reqwest::Response, ProviderError> {
-        let model = percent_encoding::utf8_percent_encode(call.model, MODEL);
+        let model = percent_encoding::utf8_percent_encode(call.model, MODEL_IN_PATH);
         let builder = match &self.endpoint {
             Endpoint::Gemini { base_url } => {
                 let builder = self
@@ -100,13 +100,6 @@ impl Google {
         matches!(self.endpoint, Endpoint::Vertex { .. })
     }
 }
-
-/// What a model name may not hold unescaped in the URL path.
-const MODEL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'@');
 
 impl Provider for Google {
     fn kind(&self) -> &'static str {
